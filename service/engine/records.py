@@ -1,0 +1,228 @@
+"""What the engine persists: runs, steps and their attempts, timers, waiters, schedules.
+
+Plain frozen dataclasses shared by the orchestrator and every store; no I/O here.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from service.engine.model import (
+    FlowId,
+    JobId,
+    Json,
+    RunId,
+    RunStatus,
+    StepKey,
+    StepStatus,
+    TriggerKey,
+)
+
+PREREQUISITES_UNMET = "Prerequisite status did not satisfy runAfter conditions."
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: RunId
+    flow_id: FlowId
+    flow_name: str
+    trigger_key: TriggerKey
+    job_id: JobId
+    started_at: datetime
+    body: Json = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    status: RunStatus = RunStatus.RUNNING
+    completed_at: datetime | None = None
+    source_run_id: RunId | None = None
+    idempotency_key: str | None = None
+    """Normalised (trimmed, lower-case); unique per (flow, trigger key) while the run lives."""
+    deadline_at: datetime | None = None
+    cancel_requested: bool = False
+    cancel_reason: str | None = None
+    timed_out_at: datetime | None = None
+    started: bool = False
+    """True once the entry steps are dispatched: a redelivered trigger redoes the start."""
+
+    @property
+    def stop_status(self) -> RunStatus | None:
+        """TimedOut or Cancelled when the run must not dispatch anything more."""
+        if self.timed_out_at is not None:
+            return RunStatus.TIMED_OUT
+        if self.cancel_requested:
+            return RunStatus.CANCELLED
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    job_id: JobId
+    started_at: datetime
+    status: StepStatus = StepStatus.RUNNING
+    completed_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoopState:
+    """Counters of a ForEach step; `finished` only grows, by one atomic increment."""
+
+    total: int
+    concurrency: int
+    finished: int = 0
+    failed: int = 0
+
+    @property
+    def is_done(self) -> bool:
+        return self.finished >= self.total
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    run_id: RunId
+    key: StepKey
+    type: str
+    status: StepStatus
+    dispatched_at: datetime
+    inputs: Mapping[str, Json] = field(default_factory=dict)
+    """As dispatched (manifest inputs, loop item, poll state); resolved before each attempt."""
+    attempt: int = 0
+    """Attempts claimed so far; the next dispatch is attempt + 1."""
+    job_id: JobId | None = None
+    lease_until: datetime | None = None
+    resolved_inputs: Mapping[str, Json] | None = None
+    output: Json = None
+    error: str | None = None
+    trace: Json = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    attempts: tuple[Attempt, ...] = ()
+    """The latest attempts (the store may keep only the most recent ones)."""
+    loop: LoopState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewStep:
+    """A step row to insert if absent: Queued (dispatched) or Skipped (never runs)."""
+
+    key: StepKey
+    type: str
+    status: StepStatus
+    inputs: Mapping[str, Json] = field(default_factory=dict)
+    error: str | None = None
+    trace: Json = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to a claim: the step as it is now, and whether this job won it."""
+
+    step: StepRecord | None
+    won: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one attempt, as recorded."""
+
+    status: StepStatus
+    output: Json = None
+    error: str | None = None
+    trace: Json = None
+    resolved_inputs: Mapping[str, Json] | None = None
+    inputs: Mapping[str, Json] | None = None
+    """New dispatch inputs (poll state) for the next attempt of a Pending step."""
+
+
+class TimerKind(StrEnum):
+    REQUEUE = "requeue"
+    """Move a parked (Pending) step back to Queued and publish it."""
+    PUBLISH = "publish"
+    """Publish a Queued step whose dispatch was delayed."""
+    DEADLINE = "deadline"
+    """Time the run out if it is still Running."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    id: str
+    kind: TimerKind
+    due_at: datetime
+    run_id: RunId
+    step_key: StepKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    run_id: RunId
+    step_key: StepKey
+    signal: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    delivered_at: datetime | None = None
+    payload: Json = None
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "Delivered"
+    ALREADY_DELIVERED = "AlreadyDelivered"
+    NOT_FOUND = "NotFound"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    status: DeliveryStatus
+    step_key: StepKey | None = None
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: str
+    """SPEC §6.1 event types: run.started, step.completed, ..."""
+    at: datetime
+    step_key: str = "__run"
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: RunId
+    seq: int
+    type: str
+    at: datetime
+    step_key: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    flow_id: FlowId
+    name: str
+    version: str
+    manifest: Mapping[str, Json]
+    enabled: bool = True
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The authoritative state of one cron trigger, shared by every replica."""
+
+    job_id: str
+    flow_id: FlowId
+    trigger_key: TriggerKey
+    cron: str
+    next_fire_at: datetime | None
+    """None while paused."""
+    paused: bool = False
+    cron_override: str | None = None
+
+    @property
+    def effective_cron(self) -> str:
+        return self.cron_override or self.cron
+
+
+def schedule_job_id(flow_id: str, trigger_key: str) -> str:
+    return f"flow-{flow_id}-{trigger_key}"

@@ -1,0 +1,83 @@
+"""The error tree of flow-orchestrator; whether an error is retryable is a class attribute.
+
+```
+FlowError                  base class; never raised directly
+├── FlowDefinitionError    a flow fails validation at start       the worker refuses to start
+├── ExpressionError        an expression does not parse or        When: step Skipped with the
+│                          cannot be evaluated                    trace; inputs: step Failed
+├── BadMessageError        not JSON, schema-invalid, unknown      dead-lettered at once
+│                          kind, no message_id, oversize
+├── UnknownReferenceError  names a flow, trigger, run or step     dead-lettered at once
+│                          we don't have
+├── RefusedError           a control operation that is not        answered on reply_to, acked
+│                          allowed now (retry a step that is
+│                          not Failed, signal a finished run)
+└── UnavailableError       MongoDB or the broker is unreachable   retried, never dead-lettered
+```
+
+Only the consumer's settle point reads `retryable` and `reason`.
+"""
+
+from typing import ClassVar
+
+
+class FlowError(Exception):
+    """Base class of every error this service raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+    reason: str = "error"
+
+
+class FlowDefinitionError(FlowError):
+    """A flow definition is invalid: the worker refuses to start."""
+
+    reason = "invalid_flow"
+
+    def __init__(self, flow: str, problem: str, *, step: str | None = None) -> None:
+        self.flow = flow
+        self.step = step
+        self.problem = problem
+        where = f"flow '{flow}'" + (f", step '{step}'" if step else "")
+        super().__init__(f"{where}: {problem}")
+
+
+class ExpressionError(FlowError):
+    """An expression does not parse or cannot be evaluated."""
+
+    reason = "bad_expression"
+
+
+class BadMessageError(FlowError):
+    """A message that can never be processed: dead-lettered at once."""
+
+    reason = "bad_message"
+
+    def __init__(self, problem: str, *, reason: str | None = None) -> None:
+        self.problem = problem
+        if reason is not None:
+            self.reason = reason
+        super().__init__(problem)
+
+
+class UnknownReferenceError(FlowError):
+    """The message names a flow, trigger, run or step we don't have."""
+
+    reason = "unknown_reference"
+
+    def __init__(self, what: str, name: str) -> None:
+        self.what = what
+        self.name = name
+        super().__init__(f"unknown {what} '{name}'")
+
+
+class RefusedError(FlowError):
+    """A control operation not allowed in the current state; answered, then acked."""
+
+    reason = "refused"
+
+
+class UnavailableError(FlowError):
+    """MongoDB or the broker cannot be reached: retried with backoff."""
+
+    retryable = True
+    reason = "unavailable"
