@@ -1,0 +1,130 @@
+"""The wire contract: KINDS (AMQP `type` -> model), the `Inbound` union, and `parse`.
+
+`parse` is the one way bytes become a message; it raises ContractError and nothing else.
+"""
+
+from collections.abc import Mapping
+from typing import Final, Literal, TypeAlias
+
+import orjson
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from contracts.messages import (
+    CancelRunMessage,
+    DisableFlowMessage,
+    EnableFlowMessage,
+    PauseScheduleMessage,
+    Reply,
+    RerunMessage,
+    ResumeScheduleMessage,
+    RetryStepMessage,
+    RunStepMessage,
+    SetCronMessage,
+    SignalMessage,
+    TriggerMessage,
+    TriggerScheduleNowMessage,
+)
+
+__all__ = ["KINDS", "MAX_BODY_BYTES", "ContractError", "Inbound", "Reply", "parse"]
+
+Inbound: TypeAlias = (
+    TriggerMessage
+    | RunStepMessage
+    | RetryStepMessage
+    | CancelRunMessage
+    | SignalMessage
+    | RerunMessage
+    | EnableFlowMessage
+    | DisableFlowMessage
+    | PauseScheduleMessage
+    | ResumeScheduleMessage
+    | TriggerScheduleNowMessage
+    | SetCronMessage
+)
+
+KINDS: Final[Mapping[str, type[Inbound]]] = {
+    "trigger": TriggerMessage,
+    "run_step": RunStepMessage,
+    "retry_step": RetryStepMessage,
+    "cancel_run": CancelRunMessage,
+    "signal": SignalMessage,
+    "rerun": RerunMessage,
+    "enable_flow": EnableFlowMessage,
+    "disable_flow": DisableFlowMessage,
+    "pause_schedule": PauseScheduleMessage,
+    "resume_schedule": ResumeScheduleMessage,
+    "trigger_schedule_now": TriggerScheduleNowMessage,
+    "set_cron": SetCronMessage,
+}
+
+MAX_BODY_BYTES: Final = 1024 * 1024
+
+ContractErrorReason: TypeAlias = Literal[
+    "not_json", "schema_invalid", "unknown_kind", "oversize", "no_message_id"
+]
+
+_MAX_DETAIL = 300
+_MAX_ERRORS = 3
+_MAX_LOCATION = 60
+
+
+class ContractError(Exception):
+    """A message that breaks the wire contract; `reason` goes in the dead-letter header.
+
+    `no_message_id` is raised by the consumer, which reads the AMQP properties; `parse`
+    raises the other reasons. `detail` is short and never holds the payload.
+    """
+
+    def __init__(self, reason: ContractErrorReason, detail: str) -> None:
+        self.reason: ContractErrorReason = reason
+        self.detail = _truncate(detail, _MAX_DETAIL)
+        super().__init__(f"{reason}: {self.detail}")
+
+
+def parse(kind: str | None, body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> Inbound:
+    """The message of type `kind` in `body`, a UTF-8 JSON object.
+
+    Checks the size, then the kind, then the JSON, then the schema.
+
+    Raises:
+        ContractError: for any body that is not a valid message of that kind, and
+            never any other exception.
+    """
+    if len(body) > max_bytes:
+        raise ContractError(
+            "oversize", f"body is {len(body)} bytes; the limit is {max_bytes}"
+        )
+    if kind is None or kind not in KINDS:
+        shown = "no type property" if kind is None else f"type {kind[:60]!r}"
+        raise ContractError("unknown_kind", f"unknown message kind: {shown}")
+    model = KINDS[kind]
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        # orjson's message names a position, never the content.
+        raise ContractError("not_json", f"body is not UTF-8 JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError("schema_invalid", _summary(kind, exc)) from None
+    except RecursionError:
+        raise ContractError("schema_invalid", "body is nested too deeply") from None
+
+
+def _summary(kind: str, exc: ValidationError) -> str:
+    """Where and why `exc` failed, without the input values."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    parts = [_describe(error) for error in errors[:_MAX_ERRORS]]
+    if len(errors) > _MAX_ERRORS:
+        parts.append(f"and {len(errors) - _MAX_ERRORS} more")
+    return f"invalid {kind}: " + "; ".join(parts)
+
+
+def _describe(error: ErrorDetails) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "body"
+    return f"{_truncate(location, _MAX_LOCATION)}: {error['msg']}"
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
