@@ -359,3 +359,10 @@ class Stores(Protocol):
     def flows(self) -> FlowStore: ...
     @property
     def schedules(self) -> ScheduleStore: ...
+
+    async def purge(self, *, before: datetime, limit: int) -> int:
+        """Retention: delete up to `limit` runs completed before `before`, with their
+        steps, events, waiters and timers; Running runs are never deleted. Returns the
+        number of runs deleted.
+        """
+        ...

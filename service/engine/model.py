@@ -91,6 +91,10 @@ class RunAfter:
     statuses: frozenset[StepStatus] = frozenset()
     when: str | None = None
 
+    def __post_init__(self) -> None:
+        if not self.when:
+            object.__setattr__(self, "when", None)
+
     def accepts(self, status: StepStatus) -> bool:
         if not status.is_final:
             return False

@@ -1,0 +1,397 @@
+"""The continuation: what happens in a scope once steps settle, up to run completion.
+
+Every write here is insert-if-absent or guarded, so a continuation that runs twice (a
+redelivered message, two branches finishing together) dispatches and completes once.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from service.engine import planner
+from service.engine.expressions import Facts, StepFacts, evaluate_when, when_references
+from service.engine.model import (
+    ITERATION,
+    Flow,
+    Json,
+    RunAfter,
+    RunStatus,
+    Scope,
+    StepKey,
+    StepStatus,
+    scope_of,
+)
+from service.engine.records import (
+    PREREQUISITES_UNMET,
+    NewEvent,
+    NewStep,
+    Outcome,
+    RunRecord,
+    StepRecord,
+    Timer,
+    TimerKind,
+)
+from service.orchestrator.runtime import Runtime
+from service.ports import Dispatch
+
+log = structlog.get_logger()
+
+_STEP_STATUS = {
+    RunStatus.SUCCEEDED: StepStatus.SUCCEEDED,
+    RunStatus.FAILED: StepStatus.FAILED,
+    RunStatus.SKIPPED: StepStatus.SKIPPED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The rows one planning round inserts, and which of them to publish."""
+
+    rows: list[NewStep]
+    skipped_for: dict[str, str]
+
+
+async def advance(
+    rt: Runtime,
+    run: RunRecord,
+    flow: Flow,
+    scope: Scope,
+    settled: Iterable[str] | None,
+    *,
+    delay: timedelta | None = None,
+    republish: bool = False,
+) -> None:
+    """Dispatch what became ready in `scope` once `settled` (local keys) are final.
+
+    `settled=None` starts the scope (its entry steps). With `republish`, steps planned
+    again are published even if an earlier attempt inserted them (crash recovery).
+    """
+    if run.stop_status is not None:
+        await close_stopped(rt, run, flow)
+        return
+    candidates = (
+        set(planner.entry_steps(scope.steps))
+        if settled is None
+        else planner.next_candidates(scope.steps, settled)
+    )
+    loop_inputs = await _loop_inputs(rt, run, scope)
+    known: dict[str, StepRecord] = {}
+    queued_any = False
+    while candidates:
+        await _load(rt, run, scope, candidates, known)
+        rows = _plan(run, scope, candidates, known, loop_inputs)
+        if not rows:
+            break
+        at = rt.clock.now()
+        inserted = set(
+            await rt.stores.runs.add_steps(
+                run.run_id, rows, at=at + (delay or timedelta())
+            )
+        )
+        queued = [
+            r
+            for r in rows
+            if r.status is StepStatus.QUEUED and (republish or r.key in inserted)
+        ]
+        queued_any = queued_any or any(r.status is StepStatus.QUEUED for r in rows)
+        await _dispatch(rt, run, queued, delay=delay, at=at)
+        skipped = [
+            r for r in rows if r.status is StepStatus.SKIPPED and r.key in inserted
+        ]
+        await _record_skips(rt, run, skipped, at=at)
+        for row in rows:
+            if row.key in inserted:
+                known[scope.local(row.key)] = _as_record(run, row, at)
+        candidates = planner.next_candidates(
+            scope.steps, [scope.local(r.key) for r in skipped]
+        )
+    if not queued_any:
+        await settle_scope(rt, run, flow, scope)
+
+
+async def _load(
+    rt: Runtime,
+    run: RunRecord,
+    scope: Scope,
+    candidates: set[str],
+    known: dict[str, StepRecord],
+) -> None:
+    needed = planner.needed_for(scope.steps, candidates)
+    for key in candidates:
+        for condition in scope.steps[key].conditions.values():
+            if condition.when:
+                needed |= when_references(condition.when) & scope.steps.keys()
+    missing = [scope.key(k) for k in needed if k not in known]
+    if missing:
+        rows = await rt.stores.runs.steps(run.run_id, missing)
+        known.update({scope.local(k): row for k, row in rows.items()})
+
+
+def _plan(
+    run: RunRecord,
+    scope: Scope,
+    candidates: set[str],
+    known: Mapping[str, StepRecord],
+    loop_inputs: Mapping[str, Json],
+) -> list[NewStep]:
+    statuses = {k: r.status for k, r in known.items()}
+    verdict = planner.readiness(scope.steps, statuses, candidates)
+    rows = [
+        NewStep(
+            scope.key(k),
+            scope.steps[k].type,
+            StepStatus.SKIPPED,
+            error=PREREQUISITES_UNMET,
+        )
+        for k in verdict.blocked
+    ]
+    facts = Facts(
+        body=run.body,
+        headers=run.headers,
+        steps={
+            k: StepFacts(r.status.value, r.output, r.error) for k, r in known.items()
+        },
+        declared=frozenset(scope.steps),
+    )
+    for key in verdict.ready:
+        step = scope.steps[key]
+        reason, trace = _when_false(step.conditions, facts)
+        if reason is not None:
+            rows.append(
+                NewStep(
+                    scope.key(key),
+                    step.type,
+                    StepStatus.SKIPPED,
+                    error=reason,
+                    trace=trace,
+                )
+            )
+        else:
+            inputs = {**step.inputs, **loop_inputs}
+            rows.append(
+                NewStep(scope.key(key), step.type, StepStatus.QUEUED, inputs=inputs)
+            )
+    return rows
+
+
+def _when_false(
+    conditions: Mapping[str, RunAfter], facts: Facts
+) -> tuple[str | None, Json]:
+    for condition in conditions.values():
+        if not condition.when:
+            continue
+        result = evaluate_when(condition.when, facts)
+        if not result.result:
+            reason = (
+                f"When clause '{condition.when}' evaluated to false "
+                f"({result.trace.get('resolved')})."
+            )
+            return reason, result.trace
+    return None, None
+
+
+async def _loop_inputs(rt: Runtime, run: RunRecord, scope: Scope) -> Mapping[str, Json]:
+    """Children of a ForEach iteration get its `__loopItem` and `__loopIndex`."""
+    if not scope.prefix:
+        return {}
+    key = StepKey(scope.name)
+    rows = await rt.stores.runs.steps(run.run_id, [key])
+    row = rows.get(key)
+    return dict(row.inputs) if row is not None else {}
+
+
+async def _dispatch(
+    rt: Runtime,
+    run: RunRecord,
+    rows: Sequence[NewStep],
+    *,
+    delay: timedelta | None,
+    at: datetime,
+) -> None:
+    if not rows:
+        return
+    if delay:
+        for row in rows:
+            await rt.stores.timers.set(
+                Timer(
+                    f"publish:{run.run_id}:{row.key}",
+                    TimerKind.PUBLISH,
+                    at + delay,
+                    run.run_id,
+                    row.key,
+                )
+            )
+        return
+    await rt.dispatcher.publish(
+        [Dispatch(run.flow_id, run.run_id, row.key, 1) for row in rows]
+    )
+
+
+async def _record_skips(
+    rt: Runtime, run: RunRecord, rows: Sequence[NewStep], *, at: datetime
+) -> None:
+    if rows:
+        for row in rows:
+            log.info(
+                "step_skipped", run_id=run.run_id, step_key=row.key, reason=row.error
+            )
+        await record_events(
+            rt,
+            run,
+            [
+                NewEvent(
+                    "step.skipped",
+                    at,
+                    row.key,
+                    f"Step '{row.key}' skipped: {row.error}",
+                )
+                for row in rows
+            ],
+        )
+
+
+def _as_record(run: RunRecord, row: NewStep, at: datetime) -> StepRecord:
+    return StepRecord(
+        run.run_id,
+        row.key,
+        row.type,
+        row.status,
+        at,
+        inputs=row.inputs,
+        error=row.error,
+        trace=row.trace,
+    )
+
+
+async def settle_scope(rt: Runtime, run: RunRecord, flow: Flow, scope: Scope) -> None:
+    """Complete the scope (the run, or one ForEach iteration) once every step is final."""
+    runs = rt.stores.runs
+    if await runs.count_final(run.run_id, scope.name) < len(scope.steps):
+        return
+    rows = await runs.scope_steps(run.run_id, scope.name)
+    statuses = {scope.local(r.key): r.status for r in rows if r.type != ITERATION}
+    status = planner.run_status(scope.steps, statuses)
+    if not scope.prefix:
+        await complete_run(rt, run, run.stop_status or status)
+    else:
+        await finish_iteration(rt, run, flow, scope, status)
+
+
+async def complete_run(rt: Runtime, run: RunRecord, status: RunStatus) -> None:
+    now = rt.clock.now()
+    if not await rt.stores.runs.complete_run(run.run_id, status, now=now):
+        return
+    log.info(
+        "run_completed", run_id=run.run_id, flow_id=run.flow_id, status=status.value
+    )
+    await record_events(
+        rt,
+        run,
+        [
+            NewEvent(
+                "run.completed", now, message=f"Run completed with status {status}."
+            )
+        ],
+    )
+    if run.deadline_at is not None:
+        await rt.stores.timers.delete(f"deadline:{run.run_id}")
+
+
+async def finish_iteration(
+    rt: Runtime, run: RunRecord, flow: Flow, scope: Scope, status: RunStatus
+) -> None:
+    """One iteration is done: count it, start the next one, finish the loop at the end."""
+    runs = rt.stores.runs
+    now = rt.clock.now()
+    row_key = StepKey(scope.name)
+    outcome = Outcome(_STEP_STATUS.get(status, StepStatus.FAILED))
+    if not await runs.settle(
+        run.run_id, row_key, outcome, expected=frozenset({StepStatus.PENDING}), now=now
+    ):
+        return
+    loop_key = StepKey(scope_of(scope.name))
+    state = await runs.advance_loop(
+        run.run_id, loop_key, failed=status is RunStatus.FAILED
+    )
+    index = state.finished + state.concurrency - 1
+    if index < state.total:
+        await start_iteration(rt, run, flow, loop_key, index)
+    if not state.is_done:
+        return
+    loop_status = StepStatus.FAILED if state.failed else StepStatus.SUCCEEDED
+    output: Json = {"iterations": state.total, "failed": state.failed}
+    error = (
+        f"{state.failed} of {state.total} iterations failed." if state.failed else None
+    )
+    if await runs.settle(
+        run.run_id,
+        loop_key,
+        Outcome(loop_status, output, error),
+        expected=frozenset({StepStatus.PENDING}),
+        now=now,
+    ):
+        await step_settled(rt, run, flow, loop_key, loop_status)
+
+
+async def start_iteration(
+    rt: Runtime, run: RunRecord, flow: Flow, loop_key: StepKey, index: int
+) -> None:
+    item = await rt.stores.runs.loop_item(run.run_id, loop_key, index)
+    key = StepKey(f"{loop_key}.{index}")
+    inputs: dict[str, Json] = {"__loopItem": item, "__loopIndex": index}
+    row = NewStep(key, ITERATION, StepStatus.PENDING, inputs=inputs)
+    await rt.stores.runs.add_steps(run.run_id, [row], at=rt.clock.now())
+    await advance(rt, run, flow, flow.scope(f"{key}."), None, republish=True)
+
+
+async def step_settled(
+    rt: Runtime,
+    run: RunRecord,
+    flow: Flow,
+    key: StepKey,
+    status: StepStatus,
+    *,
+    delay: timedelta | None = None,
+    republish: bool = False,
+) -> None:
+    """Continue the scope of `key` now that it is final."""
+    scope = flow.scope(_prefix(scope_of(key)))
+    await advance(
+        rt, run, flow, scope, [scope.local(key)], delay=delay, republish=republish
+    )
+
+
+def _prefix(scope_name: str) -> str:
+    return f"{scope_name}." if scope_name else ""
+
+
+async def close_stopped(rt: Runtime, run: RunRecord, flow: Flow) -> None:
+    """A cancelled or timed-out run completes once nothing of it is in flight."""
+    status = run.stop_status
+    if status is None or await rt.stores.runs.in_flight(run.run_id):
+        return
+    rows = await rt.stores.runs.scope_steps(run.run_id, "")
+    present = {r.key for r in rows}
+    reason = f"Run is {status}."
+    missing = [
+        NewStep(StepKey(k), s.type, StepStatus.SKIPPED, error=reason)
+        for k, s in flow.steps.items()
+        if k not in present
+    ]
+    if missing:
+        await rt.stores.runs.add_steps(run.run_id, missing, at=rt.clock.now())
+    await complete_run(rt, run, status)
+
+
+async def record_events(
+    rt: Runtime, run: RunRecord, events: Sequence[NewEvent]
+) -> None:
+    """Events are telemetry: a failure to store them never fails the run (SPEC 9 #6)."""
+    if not events:
+        return
+    try:
+        await rt.stores.events.append(run.run_id, events)
+    except Exception:  # noqa: BLE001 - best effort by design; logged below
+        log.warning("events_not_recorded", run_id=run.run_id, count=len(events))

@@ -1,0 +1,427 @@
+"""`run_step`: claim a step, run it, record the outcome, then continue the run.
+
+Order of effects: claim (guarded) -> handler -> finish (guarded) -> timers/continuation.
+A message that loses the claim is a duplicate; a redelivered one whose step is already
+final repeats the continuation, which is safe to repeat.
+"""
+
+import asyncio
+import contextlib
+import json
+import traceback
+from datetime import timedelta
+
+import structlog
+
+from service.engine.expressions import Facts, StepFacts, resolve, step_references
+from service.engine.model import (
+    WAIT_FOR_SIGNAL,
+    Flow,
+    JobId,
+    Json,
+    Step,
+    StepKey,
+    StepStatus,
+    scope_of,
+)
+from service.engine.records import (
+    NewEvent,
+    Outcome,
+    RunRecord,
+    StepRecord,
+    Timer,
+    TimerKind,
+)
+from service.errors import ExpressionError, UnknownReferenceError
+from service.orchestrator import advance as adv
+from service.orchestrator.runtime import Runtime, StepRequest
+from service.ports import Dispatch
+from service.steps.handlers import (
+    Failed,
+    Pending,
+    StepContext,
+    StepResult,
+    Succeeded,
+    invoke,
+)
+
+log = structlog.get_logger()
+
+_PARKED = frozenset({StepStatus.PENDING})
+
+
+async def run_step(rt: Runtime, request: StepRequest) -> None:
+    runs = rt.stores.runs
+    now = rt.clock.now()
+    claim = await runs.claim(
+        request.run_id,
+        request.step_key,
+        job_id=request.job_id,
+        now=now,
+        lease=rt.options.lease,
+    )
+    if claim.step is None:
+        raise UnknownReferenceError("step", f"{request.run_id}/{request.step_key}")
+    if not claim.won:
+        if request.redelivered:
+            await _recover(rt, claim.step)
+        return
+    step = claim.step
+    run, flow = await _load_run(rt, step)
+    with structlog.contextvars.bound_contextvars(
+        run_id=run.run_id, flow_id=run.flow_id, step_key=step.key, attempt=step.attempt
+    ):
+        outcome, result = await _execute(rt, run, flow, step)
+        if not await runs.finish(
+            run.run_id,
+            step.key,
+            outcome,
+            job_id=request.job_id,
+            attempt=step.attempt,
+            now=rt.clock.now(),
+        ):
+            log.warning("step_result_discarded", reason="claim_lost")
+            return
+        await _after(rt, run, flow, step, outcome, result)
+
+
+async def _load_run(rt: Runtime, step: StepRecord) -> tuple[RunRecord, Flow]:
+    run = await rt.stores.runs.get_run(step.run_id)
+    if run is None:
+        raise UnknownReferenceError("run", step.run_id)
+    flow = rt.catalog.get(run.flow_id)
+    if flow is None:
+        raise UnknownReferenceError("flow", run.flow_id)
+    return run, flow
+
+
+async def _recover(rt: Runtime, step: StepRecord) -> None:
+    """A redelivered message for a step it cannot claim: finish what a crash cut short."""
+    if step.status.is_final:
+        run, flow = await _load_run(rt, step)
+        await adv.step_settled(rt, run, flow, step.key, step.status, republish=True)
+    elif step.status is StepStatus.PENDING and step.loop is not None:
+        run, flow = await _load_run(rt, step)
+        await _start_loop_iterations(rt, run, flow, step)
+
+
+async def _execute(
+    rt: Runtime, run: RunRecord, flow: Flow, step: StepRecord
+) -> tuple[Outcome, StepResult | None]:
+    manifest = flow.find(step.key)
+    if manifest is None:
+        return Outcome(StepStatus.SKIPPED, error="Step metadata not found."), None
+    if run.stop_status is not None:
+        return Outcome(StepStatus.SKIPPED, error=f"Run is {run.stop_status}."), None
+    if manifest.is_loop:
+        return await _run_loop(rt, run, flow, step, manifest), None
+    if manifest.type.lower() == WAIT_FOR_SIGNAL.lower():
+        return await _wait_for_signal(rt, run, step), None
+    try:
+        inputs = await _resolve_inputs(rt, run, flow, step)
+    except ExpressionError as exc:
+        return Outcome(StepStatus.FAILED, error=str(exc)), None
+    result = await _invoke(rt, run, step, manifest, inputs)
+    return _outcome(rt, step, manifest, result, inputs), result
+
+
+async def _resolve_inputs(
+    rt: Runtime, run: RunRecord, flow: Flow, step: StepRecord
+) -> dict[str, Json]:
+    scope = flow.scope(_prefix(scope_of(step.key)))
+    refs = step_references(dict(step.inputs)) & scope.steps.keys()
+    rows = (
+        await rt.stores.runs.steps(run.run_id, [scope.key(k) for k in refs])
+        if refs
+        else {}
+    )
+    facts = Facts(
+        body=run.body,
+        headers=run.headers,
+        steps={
+            scope.local(k): StepFacts(r.status.value, r.output, r.error)
+            for k, r in rows.items()
+        },
+        declared=frozenset(scope.steps),
+    )
+    resolved = resolve(dict(step.inputs), facts)
+    return resolved if isinstance(resolved, dict) else {}
+
+
+async def _invoke(
+    rt: Runtime,
+    run: RunRecord,
+    step: StepRecord,
+    manifest: Step,
+    inputs: dict[str, Json],
+) -> StepResult:
+    handler = rt.handlers.get(manifest.type)
+    if handler is None:  # validation at start makes this unreachable for known flows
+        return Failed(f"No handler registered for type '{manifest.type}'.")
+    ctx = StepContext(
+        run_id=run.run_id,
+        flow_id=run.flow_id,
+        step_key=step.key,
+        attempt=step.attempt,
+        job_id=step.job_id or JobId(""),
+        trigger_body=run.body,
+        trigger_headers=run.headers,
+        now=rt.clock.now(),
+    )
+    task = asyncio.ensure_future(invoke(handler, ctx, inputs))
+    watcher = asyncio.ensure_future(_watch(rt, ctx, task))
+    try:
+        return await task
+    except Exception as exc:
+        log.exception("step_handler_failed")
+        text = "".join(traceback.format_exception(exc))
+        return Failed(text[-8000:])
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _watch(
+    rt: Runtime, ctx: StepContext, task: "asyncio.Future[StepResult]"
+) -> None:
+    """Heartbeat: keep the lease while the handler runs; tell it when the run stops."""
+    every = rt.options.heartbeat.total_seconds()
+    while not task.done():
+        await asyncio.wait([task], timeout=every)
+        if task.done():
+            return
+        until = rt.clock.now() + rt.options.lease
+        await rt.stores.runs.extend_lease(
+            ctx.run_id, ctx.step_key, job_id=ctx.job_id, until=until
+        )
+        run = await rt.stores.runs.get_run(ctx.run_id)
+        if run is not None and run.stop_status is not None:
+            ctx.cancelled.set()
+
+
+def _outcome(
+    rt: Runtime,
+    step: StepRecord,
+    manifest: Step,
+    result: StepResult,
+    inputs: dict[str, Json],
+) -> Outcome:
+    match result:
+        case Succeeded(output=output):
+            size = len(json.dumps(output))
+            if size > rt.options.max_output_bytes:
+                return Outcome(
+                    StepStatus.FAILED,
+                    error=(
+                        f"Output of {size} bytes exceeds the limit of "
+                        f"{rt.options.max_output_bytes} bytes."
+                    ),
+                    resolved_inputs=inputs,
+                )
+            return Outcome(StepStatus.SUCCEEDED, output, resolved_inputs=inputs)
+        case Failed(reason=reason, output=output):
+            if manifest.retry and manifest.retry.delay_after(step.attempt) is not None:
+                return Outcome(
+                    StepStatus.PENDING, output, reason, resolved_inputs=inputs
+                )
+            return Outcome(StepStatus.FAILED, output, reason, resolved_inputs=inputs)
+        case Pending(output=output, inputs=next_inputs):
+            return Outcome(
+                StepStatus.PENDING,
+                output,
+                resolved_inputs=inputs,
+                inputs=dict(next_inputs) if next_inputs is not None else None,
+            )
+
+
+async def _after(
+    rt: Runtime,
+    run: RunRecord,
+    flow: Flow,
+    step: StepRecord,
+    outcome: Outcome,
+    result: StepResult | None,
+) -> None:
+    now = rt.clock.now()
+    log.info("step_finished", status=outcome.status.value)
+    events = [
+        NewEvent(
+            "step.started",
+            step.started_at or now,
+            step.key,
+            f"Step '{step.key}' started.",
+        )
+    ]
+    manifest = flow.find(step.key)
+    if outcome.status is StepStatus.PENDING:
+        delay = _park_delay(manifest, step, result)
+        events.append(
+            NewEvent(
+                "step.pending",
+                now,
+                step.key,
+                f"Step '{step.key}' pending for {delay or 'a signal or loop'}.",
+            )
+        )
+        await adv.record_events(rt, run, events)
+        if delay is not None:
+            await rt.stores.timers.set(
+                Timer(
+                    f"requeue:{run.run_id}:{step.key}:{step.attempt}",
+                    TimerKind.REQUEUE,
+                    now + delay,
+                    run.run_id,
+                    step.key,
+                )
+            )
+        await _after_park(rt, run, flow, step)
+        return
+    kind = "step.failed" if outcome.status is StepStatus.FAILED else "step.completed"
+    text = (
+        outcome.error
+        if outcome.status is StepStatus.FAILED
+        else (f"Step '{step.key}' completed with status {outcome.status}.")
+    )
+    events.append(NewEvent(kind, now, step.key, (text or "")[:1000]))
+    await adv.record_events(rt, run, events)
+    delay_next = result.delay_next if isinstance(result, Succeeded) else None
+    run = await _fresh(rt, run)
+    await adv.step_settled(rt, run, flow, step.key, outcome.status, delay=delay_next)
+
+
+def _park_delay(
+    manifest: Step | None, step: StepRecord, result: StepResult | None
+) -> timedelta | None:
+    if isinstance(result, Pending):
+        return result.delay
+    if isinstance(result, Failed) and manifest is not None and manifest.retry:
+        return manifest.retry.delay_after(step.attempt)
+    return None  # loops and signal waits are woken by their own events
+
+
+async def _after_park(
+    rt: Runtime, run: RunRecord, flow: Flow, step: StepRecord
+) -> None:
+    manifest = flow.find(step.key)
+    if manifest is None:
+        return
+    if manifest.is_loop:
+        parked = (await rt.stores.runs.steps(run.run_id, [step.key])).get(step.key)
+        if parked is not None:
+            await _start_loop_iterations(rt, run, flow, parked)
+    elif manifest.type.lower() == WAIT_FOR_SIGNAL.lower():
+        # A signal that arrived while this attempt held the claim could not requeue the
+        # step; look again now that it is parked (decision 13).
+        waiter = await rt.stores.signals.waiter(run.run_id, step.key)
+        if waiter is not None and waiter.delivered_at is not None:
+            await wake(rt, run, step.key)
+
+
+async def wake(rt: Runtime, run: RunRecord, key: StepKey) -> bool:
+    """Requeue a parked step and publish it; False when it was not parked."""
+    row = await rt.stores.runs.requeue(
+        run.run_id, key, expected=_PARKED, now=rt.clock.now()
+    )
+    if row is None:
+        return False
+    await rt.dispatcher.publish(
+        [Dispatch(run.flow_id, run.run_id, key, row.attempt + 1)]
+    )
+    return True
+
+
+async def _fresh(rt: Runtime, run: RunRecord) -> RunRecord:
+    """Re-read the run when it may have been cancelled while the handler ran."""
+    return await rt.stores.runs.get_run(run.run_id) or run
+
+
+async def _run_loop(
+    rt: Runtime, run: RunRecord, flow: Flow, step: StepRecord, manifest: Step
+) -> Outcome:
+    scope = flow.scope(_prefix(scope_of(step.key)))
+    source = manifest.for_each
+    try:
+        refs = step_references(source) & scope.steps.keys()
+        rows = (
+            await rt.stores.runs.steps(run.run_id, [scope.key(k) for k in refs])
+            if refs
+            else {}
+        )
+        facts = Facts(
+            run.body,
+            run.headers,
+            {
+                scope.local(k): StepFacts(r.status.value, r.output, r.error)
+                for k, r in rows.items()
+            },
+            frozenset(scope.steps),
+        )
+        items = resolve(source, facts)
+    except ExpressionError as exc:
+        return Outcome(StepStatus.FAILED, error=f"ForEach source: {exc}")
+    if not isinstance(items, list) or not items:
+        return Outcome(StepStatus.SUCCEEDED, {"iterations": 0})
+    await rt.stores.runs.start_loop(
+        run.run_id, step.key, items, concurrency=max(1, manifest.concurrency)
+    )
+    return Outcome(StepStatus.PENDING, {"iterations": len(items)})
+
+
+async def _start_loop_iterations(
+    rt: Runtime, run: RunRecord, flow: Flow, step: StepRecord
+) -> None:
+    state = step.loop
+    if state is None:
+        return
+    first = state.finished
+    last = min(state.total, state.finished + state.concurrency)
+    for index in range(first, last):
+        await adv.start_iteration(rt, run, flow, step.key, index)
+
+
+async def _wait_for_signal(rt: Runtime, run: RunRecord, step: StepRecord) -> Outcome:
+    name = step.inputs.get("signalName", "default")
+    if not isinstance(name, str) or not name.strip():
+        return Outcome(
+            StepStatus.FAILED,
+            error=("WaitForSignal step requires a non-empty 'signalName' input."),
+        )
+    signals = rt.stores.signals
+    now = rt.clock.now()
+    waiter = await signals.waiter(run.run_id, step.key)
+    if waiter is None:
+        timeout = step.inputs.get("timeoutSeconds")
+        expires = (
+            now + timedelta(seconds=float(timeout))
+            if isinstance(timeout, int | float)
+            and not isinstance(timeout, bool)
+            and timeout > 0
+            else None
+        )
+        waiter = await signals.register(
+            run.run_id, step.key, name.strip(), expires_at=expires, now=now
+        )
+        if expires is not None:
+            await rt.stores.timers.set(
+                Timer(
+                    f"signal:{run.run_id}:{step.key}",
+                    TimerKind.REQUEUE,
+                    expires + timedelta(seconds=1),
+                    run.run_id,
+                    step.key,
+                )
+            )
+    if waiter.delivered_at is not None:
+        return Outcome(StepStatus.SUCCEEDED, waiter.payload)
+    if waiter.expires_at is not None and now >= waiter.expires_at:
+        seconds = round((waiter.expires_at - waiter.created_at).total_seconds())
+        return Outcome(
+            StepStatus.FAILED,
+            error=f"Signal '{waiter.signal}' not received within {seconds}s.",
+        )
+    return Outcome(StepStatus.PENDING)
+
+
+def _prefix(scope_name: str) -> str:
+    return f"{scope_name}." if scope_name else ""

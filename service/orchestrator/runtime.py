@@ -1,0 +1,103 @@
+"""What every orchestrator operation works with: flows, handlers, ports and options.
+
+Also the request and answer types the runtime adapters pass in and get back.
+"""
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+from service.engine.model import Flow, FlowId, JobId, Json, RunId, StepKey
+from service.ports import Clock, Dispatcher, Stores
+from service.steps.handlers import Handlers
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    lease: timedelta = timedelta(seconds=30)
+    """How long a claim holds without a heartbeat before another worker may take it."""
+    heartbeat: timedelta = timedelta(seconds=10)
+    max_output_bytes: int = 1_000_000
+    reconcile_after: timedelta = timedelta(seconds=30)
+    """Age after which a dispatched, never-claimed step is published again."""
+    default_run_timeout: timedelta | None = None
+    idempotency_header: str = "idempotency-key"
+
+
+class Catalog:
+    """The flows this worker knows, by id and by name."""
+
+    def __init__(self, flows: Iterable[Flow]) -> None:
+        self._by_id = {f.id: f for f in flows}
+        self._by_name = {f.name.lower(): f for f in self._by_id.values()}
+
+    def get(self, flow_id: str) -> Flow | None:
+        return self._by_id.get(FlowId(flow_id))
+
+    def find(self, id_or_name: str) -> Flow | None:
+        return self._by_id.get(FlowId(id_or_name)) or self._by_name.get(
+            id_or_name.lower()
+        )
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    catalog: Catalog
+    handlers: Handlers
+    stores: Stores
+    dispatcher: Dispatcher
+    clock: Clock
+    options: Options = Options()
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRequest:
+    flow: str
+    """A flow id or name."""
+    trigger_key: str = "manual"
+    body: Json = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    run_id: RunId | None = None
+    source_run_id: RunId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerResult:
+    run_id: RunId | None
+    duplicate: bool = False
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StepRequest:
+    run_id: RunId
+    step_key: StepKey
+    job_id: JobId
+    redelivered: bool = False
+    """The broker delivered this message before: the last holder may have died."""
+
+
+ControlStatus = Literal[
+    "accepted", "duplicate", "disabled", "delivered", "refused", "not_found"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResult:
+    status: ControlStatus
+    message: str
+    run_id: RunId | None = None
+    step_key: StepKey | None = None
+    data: Mapping[str, Json] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("accepted", "duplicate", "delivered", "disabled")

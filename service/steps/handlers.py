@@ -1,0 +1,172 @@
+"""The authoring API for step handlers: context, results, registration and invocation.
+
+A handler is `async def handler(ctx: StepContext, inputs) -> output | StepResult`, where
+`inputs` is the resolved inputs dict or, when annotated with a pydantic model, that model.
+A plain `def` runs in a worker thread (`asyncio.to_thread`) so it never blocks the loop.
+"""
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeAlias, cast, get_type_hints
+
+from pydantic import BaseModel, ValidationError
+
+from service.engine.model import (
+    BUILTIN_TYPES,
+    FlowId,
+    JobId,
+    Json,
+    RunId,
+    StepKey,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a handler knows about the attempt it runs."""
+
+    run_id: RunId
+    flow_id: FlowId
+    step_key: StepKey
+    attempt: int
+    job_id: JobId
+    trigger_body: Json
+    trigger_headers: Mapping[str, str]
+    now: datetime
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the run is cancelled or times out while the handler runs."""
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.cancelled.is_set()
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    output: Json = None
+    delay_next: timedelta | None = None
+    """Delay the dispatch of every step this result makes ready (FO's DelayNextStep)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    reason: str
+    output: Json = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Park the step and run it again after `delay` (polling); `inputs` replace the
+    dispatch inputs of the next attempt (poll state travels there).
+    """
+
+    delay: timedelta = timedelta(seconds=10)
+    output: Json = None
+    inputs: Mapping[str, Json] | None = None
+
+
+StepResult: TypeAlias = Succeeded | Failed | Pending
+Handler: TypeAlias = Callable[[StepContext, Any], Awaitable[object] | object]
+
+
+class Handlers:
+    """Handlers by step type name (matched case-insensitively, first registration wins)."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, tuple[str, Handler]] = {}
+
+    def register(self, type_name: str, handler: Handler) -> None:
+        folded = type_name.strip().lower()
+        if not folded:
+            raise ValueError("a handler type name must not be blank")
+        if folded in {b.lower() for b in BUILTIN_TYPES}:
+            raise ValueError(f"'{type_name}' is a built-in step type")
+        if folded in self._by_name:
+            raise ValueError(f"a handler for '{type_name}' is registered already")
+        self._by_name[folded] = (type_name, handler)
+
+    def handler(self, type_name: str) -> Callable[[Handler], Handler]:
+        """Decorator: `@handlers.handler("Charge")` registers the function below it."""
+
+        def register(fn: Handler) -> Handler:
+            self.register(type_name, fn)
+            return fn
+
+        return register
+
+    def merge(self, other: "Handlers") -> None:
+        for name, handler in other._by_name.values():
+            self.register(name, handler)
+
+    def get(self, type_name: str) -> Handler | None:
+        found = self._by_name.get(type_name.lower())
+        return None if found is None else found[1]
+
+    def names(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self._by_name.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+async def invoke(
+    handler: Handler, ctx: StepContext, inputs: Mapping[str, Json]
+) -> StepResult:
+    """Run a handler and turn whatever it returns or raises into a StepResult."""
+    model = _input_model(handler)
+    argument: object = dict(inputs)
+    if model is not None:
+        try:
+            argument = model.model_validate(dict(inputs))
+        except ValidationError as exc:
+            return Failed(
+                f"Failed to validate inputs for step '{ctx.step_key}' "
+                f"as {model.__name__}: {_summary(exc)}"
+            )
+    if inspect.iscoroutinefunction(handler):
+        returned = await handler(ctx, argument)
+    else:
+        returned = await asyncio.to_thread(handler, ctx, argument)
+        if inspect.isawaitable(returned):
+            returned = await returned
+    return as_result(returned)
+
+
+def as_result(returned: object) -> StepResult:
+    """A plain value means Succeeded with that output; models become JSON."""
+    if isinstance(returned, Succeeded | Failed | Pending):
+        return returned
+    return Succeeded(to_json(returned))
+
+
+def to_json(value: object) -> Json:
+    """A handler's output as JSON; raises TypeError when it is not representable."""
+    if isinstance(value, BaseModel):
+        return cast(Json, value.model_dump(mode="json"))
+    # A round trip proves the value is JSON and copies it away from the handler.
+    return cast(Json, json.loads(json.dumps(value)))
+
+
+def _input_model(handler: Handler) -> type[BaseModel] | None:
+    try:
+        hints = get_type_hints(handler)
+    except (NameError, TypeError):
+        return None
+    params = list(inspect.signature(handler).parameters)
+    if len(params) < 2:
+        return None
+    hint = hints.get(params[1])
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        return hint
+    return None
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+        for err in exc.errors()[:10]
+    )
