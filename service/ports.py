@@ -1,8 +1,9 @@
 """The ports the application needs: stores, the dispatcher and the clock.
 
-Each method's docstring is the contract every implementation keeps (the contract suites in
-`tests/contract/` check it on the in-memory and the MongoDB stores). Every store method may
-raise `UnavailableError` when its server cannot be reached; a lost race is never an error.
+Each method's docstring is the contract every implementation keeps (the contract
+suites in `tests/contract/` check it on the in-memory and the MongoDB stores). Every
+store method may raise `UnavailableError` when its server cannot be reached; a lost
+race is never an error.
 """
 
 from collections.abc import Iterable, Sequence
@@ -48,13 +49,14 @@ class RunStore(Protocol):
     async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
         """Create `run`, registering its idempotency key in the same atomic write.
 
-        Returns (run, True) when created, or (the existing run, False) when a run with the
-        same (flow, trigger key, idempotency key) or the same run id exists already.
+        Returns (run, True) when created, or (the existing run, False) when a run
+        with the same (flow, trigger key, idempotency key) or the same run id exists
+        already.
         """
         ...
 
     async def get_run(self, run_id: RunId) -> RunRecord | None:
-        """The run, or None when there is none (never created, or removed by retention)."""
+        """The run, or None (never created, or removed by retention)."""
         ...
 
     async def mark_started(self, run_id: RunId) -> None:
@@ -66,8 +68,8 @@ class RunStore(Protocol):
     ) -> list[StepKey]:
         """Insert each step row that does not exist yet (the dispatch ledger).
 
-        Rows are Queued (dispatched), Skipped (will never run) or Pending (the bookkeeping
-        row of a ForEach iteration).
+        Rows are Queued (dispatched), Skipped (will never run) or Pending (the
+        bookkeeping row of a ForEach iteration).
         `at` is the dispatch instant (for a delayed dispatch, the instant it is due).
         Returns the keys this call inserted, in the order given; a key that exists
         already, whatever its status, is left untouched and not returned.
@@ -82,19 +84,23 @@ class RunStore(Protocol):
         job_id: JobId,
         now: datetime,
         lease: timedelta,
+        take_over: bool = False,
     ) -> Claim:
         """Claim a Queued step, or a Running one whose lease expired, for `job_id`.
 
-        On a win the step is Running with attempt + 1, a new attempt entry, `job_id` as
-        owner and `lease_until = now + lease`; Claim(step after the claim, True). Otherwise
-        Claim(the step as it is, False), or Claim(None, False) when there is no such step.
+        With `take_over`, a Running step whose owner is `job_id` itself is claimed too:
+        the broker redelivered the message that claimed it, so the earlier delivery
+        can no longer be acknowledged. On a win the step is Running with attempt + 1,
+        a new attempt entry, `job_id` as owner and `lease_until = now + lease`:
+        Claim(step after the claim, True). Otherwise Claim(the step as it is, False),
+        or Claim(None, False) when there is no such step.
         """
         ...
 
     async def extend_lease(
         self, run_id: RunId, key: StepKey, *, job_id: JobId, until: datetime
     ) -> bool:
-        """Push the lease of a Running step owned by `job_id`; False if it is not ours."""
+        """Push the lease of a Running step owned by `job_id`; False if not ours."""
         ...
 
     async def finish(
@@ -109,9 +115,10 @@ class RunStore(Protocol):
     ) -> bool:
         """Record the outcome of `attempt` on a Running step owned by `job_id`.
 
-        Sets status, output, error, trace, resolved inputs (and, when given, the inputs of
-        the next dispatch), completes the attempt entry and clears the lease. False, with
-        nothing written, when the step is no longer that Running attempt of that job.
+        Sets status, output, error, trace, resolved inputs (and, when given, the inputs
+        of the next dispatch), completes the attempt entry and clears the lease. False,
+        with nothing written, when the step is no longer that Running attempt of that
+        job.
         """
         ...
 
@@ -124,9 +131,11 @@ class RunStore(Protocol):
         expected: frozenset[StepStatus],
         now: datetime,
     ) -> bool:
-        """Record `outcome` on a step that is not being executed (a ForEach or iteration row
-        that finished, a parked step closed by a cancel): guarded by `expected` statuses;
-        completes the latest attempt entry if it is open. False when not in that state.
+        """Record `outcome` on a step that is not being executed.
+
+        Such a step is a ForEach or iteration row that finished, or a parked step
+        closed by a cancel. Guarded by the `expected` statuses; completes the latest
+        attempt entry if it is open. False when not in that state.
         """
         ...
 
@@ -139,9 +148,11 @@ class RunStore(Protocol):
         now: datetime,
         attempt: int | None = None,
     ) -> StepRecord | None:
-        """Move a step whose status is in `expected` (and, if given, whose attempt is
-        `attempt`) back to Queued, dispatched at `now`; the step after the move, or None
-        when it was not in that state. Output and error are kept until the next attempt.
+        """Move a step back to Queued, dispatched at `now`.
+
+        Only a step whose status is in `expected` (and, if given, whose attempt is
+        `attempt`) moves. Returns the step after the move, or None when it was not in
+        that state. Output and error are kept until the next attempt.
         """
         ...
 
@@ -166,25 +177,30 @@ class RunStore(Protocol):
     async def reset_steps(
         self, run_id: RunId, keys: Iterable[StepKey], *, only_error: str | None = None
     ) -> list[StepKey]:
-        """Delete the rows of `keys` (only Skipped ones with error `only_error` when it is
-        given) together with every row below them (`key.*`); the deleted top keys.
+        """Delete the rows of `keys` together with every row below them (`key.*`).
+
+        When `only_error` is given, only Skipped rows with that error are deleted.
+        Returns the deleted top keys.
         """
         ...
 
     async def complete_run(
         self, run_id: RunId, status: RunStatus, *, now: datetime
     ) -> bool:
-        """Move a Running run to `status`; False if it is not Running (completed once)."""
+        """Move a Running run to `status`; False if not Running (completes once)."""
         ...
 
     async def reopen_run(self, run_id: RunId) -> bool:
-        """Move a finished run back to Running (a manual retry); False if it was Running."""
+        """Move a finished run back to Running (a manual retry).
+
+        Returns False if it was Running.
+        """
         ...
 
     async def request_cancel(
         self, run_id: RunId, reason: str, *, now: datetime
     ) -> bool:
-        """Flag the run cancelled; True only for the first request (the first reason wins)."""
+        """Flag the run cancelled; True only for the first request (its reason wins)."""
         ...
 
     async def mark_timed_out(self, run_id: RunId, *, now: datetime) -> bool:
@@ -194,8 +210,9 @@ class RunStore(Protocol):
     async def start_loop(
         self, run_id: RunId, key: StepKey, items: Sequence[Json], *, concurrency: int
     ) -> LoopState:
-        """Store the items of a ForEach step and its counters (idempotent: a second call
-        keeps the first items and returns the state as it is).
+        """Store the items of a ForEach step and its counters.
+
+        Idempotent: a second call keeps the first items and returns the state as it is.
         """
         ...
 
@@ -206,8 +223,10 @@ class RunStore(Protocol):
     async def advance_loop(
         self, run_id: RunId, key: StepKey, *, failed: bool
     ) -> LoopState:
-        """Count one more finished iteration (and a failed one when `failed`) atomically;
-        the counters after this increment, so each caller sees a distinct `finished`.
+        """Count one more finished iteration (and a failed one if `failed`) atomically.
+
+        Returns the counters after this increment, so each caller sees a distinct
+        `finished`.
         """
         ...
 
@@ -220,7 +239,7 @@ class RunStore(Protocol):
         ...
 
     async def unstarted_runs(self, *, before: datetime, limit: int) -> list[RunRecord]:
-        """Running runs created before `before` whose entry steps were never dispatched."""
+        """Running runs created before `before` with entry steps never dispatched."""
         ...
 
 
@@ -244,8 +263,9 @@ class TimerStore(Protocol):
     async def claim_due(
         self, now: datetime, *, owner: str, lease: timedelta, limit: int
     ) -> list[Timer]:
-        """Take up to `limit` timers due at `now` whose lease is free; each is handed to
-        one caller until its lease (now + lease) ends.
+        """Take up to `limit` timers due at `now` whose lease is free.
+
+        Each is handed to one caller until its lease (now + lease) ends.
         """
         ...
 
@@ -272,8 +292,11 @@ class SignalStore(Protocol):
     async def deliver(
         self, run_id: RunId, signal: str, payload: Json, *, now: datetime
     ) -> Delivery:
-        """Deliver to the run's waiter for `signal` (names match case-insensitively):
-        Delivered once, AlreadyDelivered after that, NotFound with no waiter.
+        """Deliver to the oldest undelivered waiter of the run for `signal`.
+
+        Names match case-insensitively. Delivered once per waiter; AlreadyDelivered
+        (with the latest delivered waiter) when every waiter of that name has had its
+        signal; NotFound when the run has no waiter of that name.
         """
         ...
 
@@ -294,7 +317,7 @@ class FlowStore(Protocol):
 
 class ScheduleStore(Protocol):
     async def sync(self, schedule: Schedule) -> Schedule:
-        """Insert the schedule, or update its manifest cron (recomputing nothing else)."""
+        """Insert the schedule or update its manifest cron; recomputes nothing else."""
         ...
 
     async def get(self, job_id: str) -> Schedule | None: ...
@@ -308,7 +331,10 @@ class ScheduleStore(Protocol):
     async def advance(
         self, job_id: str, *, fired_at: datetime, next_fire_at: datetime
     ) -> bool:
-        """Move next_fire_at from `fired_at` to `next_fire_at`; True for exactly one caller."""
+        """Move next_fire_at from `fired_at` to `next_fire_at`.
+
+        Returns True for exactly one caller.
+        """
         ...
 
     async def update(
@@ -361,8 +387,9 @@ class Stores(Protocol):
     def schedules(self) -> ScheduleStore: ...
 
     async def purge(self, *, before: datetime, limit: int) -> int:
-        """Retention: delete up to `limit` runs completed before `before`, with their
-        steps, events, waiters and timers; Running runs are never deleted. Returns the
-        number of runs deleted.
+        """Retention: delete up to `limit` runs completed before `before`.
+
+        Each goes with its steps, events, waiters and timers; Running runs are never
+        deleted. Returns the number of runs deleted.
         """
         ...

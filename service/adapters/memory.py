@@ -111,11 +111,13 @@ class InMemoryRunStore:
         job_id: JobId,
         now: datetime,
         lease: timedelta,
+        take_over: bool = False,
     ) -> Claim:
         row = self._row(run_id, key)
         if row is None:
             return Claim(None, won=False)
-        if not _claimable(row, now):
+        own = take_over and row.status is StepStatus.RUNNING and row.job_id == job_id
+        if not (own or _claimable(row, now)):
             return Claim(row, won=False)
         number = row.attempt + 1
         attempts = (*row.attempts, Attempt(number, job_id, started_at=now))
@@ -510,11 +512,13 @@ class InMemorySignalStore:
         named = [waiter for waiter, lower in waiters if lower == name]
         if not named:
             return Delivery(DeliveryStatus.NOT_FOUND)
-        oldest = min(named, key=lambda w: (w.created_at, w.step_key))
-        if oldest.delivered_at is not None:
+        waiting = [w for w in named if w.delivered_at is None]
+        if not waiting:
+            latest = max(named, key=lambda w: (w.delivered_at or now, w.step_key))
             return Delivery(
-                DeliveryStatus.ALREADY_DELIVERED, oldest.step_key, oldest.delivered_at
+                DeliveryStatus.ALREADY_DELIVERED, latest.step_key, latest.delivered_at
             )
+        oldest = min(waiting, key=lambda w: (w.created_at, w.step_key))
         delivered = replace(oldest, delivered_at=now, payload=_copied(payload))
         self._waiters[run_id][oldest.step_key] = (delivered, name)
         return Delivery(DeliveryStatus.DELIVERED, oldest.step_key, now)

@@ -81,6 +81,10 @@ async def advance(
     queued_any = False
     while candidates:
         await _load(rt, run, scope, candidates, known)
+        if republish:
+            await _republish_queued(
+                rt, run, [known[k] for k in candidates if k in known]
+            )
         rows = _plan(run, scope, candidates, known, loop_inputs)
         if not rows:
             break
@@ -109,6 +113,17 @@ async def advance(
         )
     if not queued_any:
         await settle_scope(rt, run, flow, scope)
+
+
+async def _republish_queued(
+    rt: Runtime, run: RunRecord, rows: Sequence[StepRecord]
+) -> None:
+    """Publish again steps an interrupted attempt inserted but may never have sent."""
+    queued = [r for r in rows if r.status is StepStatus.QUEUED]
+    if queued:
+        await rt.dispatcher.publish(
+            [Dispatch(run.flow_id, run.run_id, r.key, r.attempt + 1) for r in queued]
+        )
 
 
 async def _load(
@@ -266,7 +281,7 @@ def _as_record(run: RunRecord, row: NewStep, at: datetime) -> StepRecord:
 
 
 async def settle_scope(rt: Runtime, run: RunRecord, flow: Flow, scope: Scope) -> None:
-    """Complete the scope (the run, or one ForEach iteration) once every step is final."""
+    """Complete the scope (the run, or a ForEach iteration) once every step is final."""
     runs = rt.stores.runs
     if await runs.count_final(run.run_id, scope.name) < len(scope.steps):
         return
@@ -302,7 +317,7 @@ async def complete_run(rt: Runtime, run: RunRecord, status: RunStatus) -> None:
 async def finish_iteration(
     rt: Runtime, run: RunRecord, flow: Flow, scope: Scope, status: RunStatus
 ) -> None:
-    """One iteration is done: count it, start the next one, finish the loop at the end."""
+    """An iteration is done: count it, start the next, finish the loop at the end."""
     runs = rt.stores.runs
     now = rt.clock.now()
     row_key = StepKey(scope.name)

@@ -59,6 +59,7 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
         job_id=request.job_id,
         now=now,
         lease=rt.options.lease,
+        take_over=request.redelivered,
     )
     if claim.step is None:
         raise UnknownReferenceError("step", f"{request.run_id}/{request.step_key}")
@@ -96,7 +97,7 @@ async def _load_run(rt: Runtime, step: StepRecord) -> tuple[RunRecord, Flow]:
 
 
 async def _recover(rt: Runtime, step: StepRecord) -> None:
-    """A redelivered message for a step it cannot claim: finish what a crash cut short."""
+    """Redelivered message for a step it cannot claim: finish what a crash cut short."""
     if step.status.is_final:
         run, flow = await _load_run(rt, step)
         await adv.step_settled(rt, run, flow, step.key, step.status, republish=True)

@@ -113,11 +113,11 @@ class SignalStoreContract:
         assert waiter is not None
         assert waiter.delivered_at is None
 
-    async def test_the_oldest_waiter_of_a_name_takes_the_signal(
+    async def test_waiters_of_one_name_take_signals_oldest_first(
         self, stores: Stores, clock: FrozenClock
     ):
-        # Reading (SPEC 2.13, one rule): the oldest waiter with the name is chosen,
-        # delivered or not, so a second signal is AlreadyDelivered.
+        # Our rule (SPEC 2.13 asks for one): the oldest undelivered waiter is chosen,
+        # so each ForEach iteration waiting for "approved" can be signalled in turn.
         run_id = a_run_id()
         older, newer = StepKey("manager"), StepKey("director")
         await stores.signals.register(
@@ -133,16 +133,17 @@ class SignalStoreContract:
 
         deliveries = [
             await stores.signals.deliver(run_id, "Approved", n, now=clock.now())
-            for n in range(2)
+            for n in range(3)
         ]
 
-        assert [(d.status, d.step_key) for d in deliveries] == [
+        assert [(d.status, d.step_key) for d in deliveries[:2]] == [
             (DeliveryStatus.DELIVERED, older),
-            (DeliveryStatus.ALREADY_DELIVERED, older),
+            (DeliveryStatus.DELIVERED, newer),
         ]
+        assert deliveries[2].status is DeliveryStatus.ALREADY_DELIVERED
         waiter = await stores.signals.waiter(run_id, newer)
         assert waiter is not None
-        assert waiter.delivered_at is None
+        assert waiter.payload == 1
 
     async def test_registering_a_delivered_waiter_again_keeps_the_delivery(
         self, stores: Stores, clock: FrozenClock

@@ -163,6 +163,35 @@ class StepRowContract:
 
         assert (claim.step, claim.won) == (claimed, False)
 
+    async def test_a_redelivery_takes_over_its_own_live_claim(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run_id, _ = await a_claimed_step(stores, clock)
+
+        other = await stores.runs.claim(
+            run_id, FETCH, job_id=OTHER_JOB, now=clock.now(), lease=LEASE,
+            take_over=True,
+        )
+        own = await stores.runs.claim(
+            run_id, FETCH, job_id=JOB, now=clock.now(), lease=LEASE, take_over=True
+        )
+
+        assert not other.won
+        assert own.won
+        assert own.step is not None
+        assert (own.step.attempt, own.step.job_id) == (2, JOB)
+
+    async def test_without_take_over_its_own_live_claim_is_not_claimed(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run_id, claimed = await a_claimed_step(stores, clock)
+
+        claim = await stores.runs.claim(
+            run_id, FETCH, job_id=JOB, now=clock.now(), lease=LEASE
+        )
+
+        assert (claim.step, claim.won) == (claimed, False)
+
     async def test_a_step_whose_lease_ended_is_claimed_by_another_job(
         self, stores: Stores, clock: FrozenClock
     ):
