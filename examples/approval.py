@@ -1,4 +1,4 @@
-"""Approval: request it, wait for an `approval` signal (one hour at most), then fulfil."""
+"""Approval: request it, await an `approval` signal (one hour at most), then fulfil."""
 
 from datetime import timedelta
 

@@ -1,4 +1,4 @@
-"""ForEach batch: process every item of the trigger body, three at a time, then sum up."""
+"""ForEach batch: process each item of the trigger body three at a time, then sum up."""
 
 from service.engine.model import Flow, FlowId, Step, for_each
 from service.steps.handlers import Handlers, StepContext

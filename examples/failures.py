@@ -1,4 +1,4 @@
-"""Failure handled by an on-failure branch: `compensate` runs only when `charge` fails."""
+"""Failure handled by an on-failure branch: `compensate` runs only if `charge` fails."""
 
 from service.engine.model import Flow, FlowId, Step
 from service.steps.handlers import Failed, Handlers, StepContext, StepResult, Succeeded

@@ -1,4 +1,4 @@
-"""Order fulfilment: validate, then reserve, charge and notify in parallel, then ship."""
+"""Order fulfilment: validate; reserve, charge and notify in parallel; then ship."""
 
 from service.engine.model import Flow, FlowId, RetryPolicy, Step
 from service.steps.handlers import Handlers, StepContext

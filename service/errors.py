@@ -1,18 +1,22 @@
-"""The error tree of flow-orchestrator; whether an error is retryable is a class attribute.
+"""The error tree of flow-orchestrator; an error's retryability is a class attribute.
 
 ```
 FlowError                  base class; never raised directly
-├── FlowDefinitionError    a flow fails validation at start       the worker refuses to start
-├── ExpressionError        an expression does not parse or        When: step Skipped with the
-│                          cannot be evaluated                    trace; inputs: step Failed
-├── BadMessageError        not JSON, schema-invalid, unknown      dead-lettered at once
-│                          kind, no message_id, oversize
-├── UnknownReferenceError  names a flow, trigger, run or step     dead-lettered at once
-│                          we don't have
-├── RefusedError           a control operation that is not        answered on reply_to, acked
-│                          allowed now (retry a step that is
-│                          not Failed, signal a finished run)
-└── UnavailableError       MongoDB or the broker is unreachable   retried, never dead-lettered
+├── FlowDefinitionError    a flow fails validation at      the worker refuses to start
+│                          start
+├── ExpressionError        an expression does not parse    When: step Skipped with the
+│                          or cannot be evaluated          trace; inputs: step Failed
+├── BadMessageError        not JSON, schema-invalid,       dead-lettered at once
+│                          unknown kind, no message_id,
+│                          oversize
+├── UnknownReferenceError  names a flow, trigger, run or   dead-lettered at once
+│                          step we don't have
+├── RefusedError           a control operation that is     answered on reply_to, acked
+│                          not allowed now (retry a step
+│                          that is not Failed, signal a
+│                          finished run)
+└── UnavailableError       MongoDB or the broker is        retried, never dead-lettered
+                           unreachable
 ```
 
 Only the consumer's settle point reads `retryable` and `reason`.

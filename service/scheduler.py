@@ -45,7 +45,7 @@ class Scheduler:
         self._last_purge: datetime | None = None
 
     async def tick(self) -> TickReport:
-        """One pass: fire due timers, due cron ticks, and (when due) repair and purge."""
+        """One pass: fire due timers and cron ticks and, when due, repair and purge."""
         rt = self._runtime
         now = rt.clock.now()
         timers = await rt.stores.timers.claim_due(

@@ -1,4 +1,4 @@
-"""The flow test host: run flows in-process, with a frozen clock, no broker, no database.
+"""The flow test host: run flows in-process with a frozen clock, no broker, no database.
 
 Flow authors use it in their own unit tests:
 
@@ -7,8 +7,9 @@ Flow authors use it in their own unit tests:
     assert result.status is RunStatus.SUCCEEDED
     assert result.steps["ship"].output == {...}
 
-Delays (polling, retry backoff, DelayNextStep, signal timeouts, run deadlines) are skipped
-by moving the frozen clock to the next due timer whenever nothing else is left to do.
+Delays (polling, retry backoff, DelayNextStep, signal timeouts, run deadlines) are
+skipped by moving the frozen clock to the next due timer whenever nothing else is left
+to do.
 """
 
 from collections.abc import Iterable, Mapping

@@ -116,7 +116,7 @@ class RetryPolicy:
     cap: timedelta = timedelta(minutes=5)
 
     def delay_after(self, attempt: int) -> timedelta | None:
-        """The wait before the next attempt once `attempt` failed; None when out of tries."""
+        """Wait before the next attempt once `attempt` failed; None if out of tries."""
         if attempt >= self.max_attempts:
             return None
         delay = self.backoff * (self.factor ** (attempt - 1))
@@ -166,7 +166,7 @@ def for_each(
     concurrency: int = 1,
     run_after: Mapping[str, RunAfterSpec] | None = None,
 ) -> Step:
-    """A ForEach step: runs `steps` once per item of `source`, `concurrency` at a time."""
+    """ForEach step: runs `steps` once per item of `source`, `concurrency` at a time."""
     return Step(
         FOR_EACH,
         run_after=run_after or {},
@@ -213,7 +213,7 @@ class Flow:
         return steps
 
     def find(self, key: str) -> Step | None:
-        """The manifest step for a runtime key (`loop.3.child` finds `loop`'s `child`)."""
+        """The manifest step of a runtime key: `loop.3.child` finds `loop`'s `child`."""
         steps = self.steps
         found: Step | None = None
         for part in template_parts(key):
@@ -262,7 +262,7 @@ def template_parts(key: str) -> list[str]:
 
 
 def scope_of(key: str) -> str:
-    """The scope name of a runtime key: "" for top-level keys, "loop.3" for loop children."""
+    """The scope of a runtime key: "" for top-level keys, "loop.3" for loop children."""
     head, _, _ = key.rpartition(".")
     return head
 

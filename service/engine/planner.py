@@ -18,7 +18,7 @@ from service.engine.model import (
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
-    """What became of the candidates: ready to dispatch, blocked for good, or waiting."""
+    """What became of the candidates: ready to dispatch, blocked for good or waiting."""
 
     ready: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
@@ -32,9 +32,9 @@ def readiness(
 ) -> Readiness:
     """Classify the candidates that have no status yet (AND-join, SPEC 2.6, decision 3).
 
-    Ready: every runAfter entry accepts its dependency's final status (the `""` entry is
-    vacuously satisfied). Blocked: some dependency is final and not accepted, so the step
-    can never run. Waiting: otherwise. Candidates are returned in manifest order.
+    Ready: every runAfter entry accepts its dependency's final status (the `""` entry
+    is vacuously satisfied). Blocked: some dependency is final and not accepted, so the
+    step can never run. Waiting: otherwise. Candidates are returned in manifest order.
     """
     wanted = set(candidates)
     result = Readiness()
@@ -60,7 +60,7 @@ def _verdict(step: Step, statuses: Mapping[str, StepStatus]) -> str:
 
 
 def needed_for(steps: Mapping[str, Step], candidates: Iterable[str]) -> set[str]:
-    """The keys whose statuses decide the candidates' readiness (candidates included)."""
+    """The keys whose statuses decide the candidates' readiness (candidates too)."""
     needed = set(candidates)
     for key in list(needed):
         step = steps.get(key)

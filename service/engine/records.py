@@ -36,13 +36,13 @@ class RunRecord:
     completed_at: datetime | None = None
     source_run_id: RunId | None = None
     idempotency_key: str | None = None
-    """Normalised (trimmed, lower-case); unique per (flow, trigger key) while the run lives."""
+    """Trimmed and lower-cased; unique per (flow, trigger key) while the run lives."""
     deadline_at: datetime | None = None
     cancel_requested: bool = False
     cancel_reason: str | None = None
     timed_out_at: datetime | None = None
     started: bool = False
-    """True once the entry steps are dispatched: a redelivered trigger redoes the start."""
+    """True once entry steps are dispatched; a redelivered trigger redoes the start."""
 
     @property
     def stop_status(self) -> RunStatus | None:
@@ -86,7 +86,7 @@ class StepRecord:
     status: StepStatus
     dispatched_at: datetime
     inputs: Mapping[str, Json] = field(default_factory=dict)
-    """As dispatched (manifest inputs, loop item, poll state); resolved before each attempt."""
+    """As dispatched (manifest inputs, loop item, poll state); resolved each attempt."""
     attempt: int = 0
     """Attempts claimed so far; the next dispatch is attempt + 1."""
     job_id: JobId | None = None

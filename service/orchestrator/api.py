@@ -1,6 +1,7 @@
 """`Orchestrator`: the IFlowOrchestrator operations, as the runtime adapters call them.
 
-A thin facade over `control`, `execute` and `upkeep`; it holds the Runtime and nothing else.
+A thin facade over `control`, `execute` and `upkeep`; it holds the Runtime and nothing
+else.
 """
 
 from service.engine.model import JobId, Json, RunId, StepKey
@@ -24,7 +25,7 @@ class Orchestrator:
         return await control.trigger(self.runtime, request, job_id=job_id)
 
     async def run_step(self, request: StepRequest) -> None:
-        """Execute one dispatched step, persist its result and dispatch what is ready."""
+        """Execute a dispatched step, persist its result and dispatch what is ready."""
         await execute.run_step(self.runtime, request)
 
     async def retry_step(self, run_id: RunId, step_key: StepKey) -> ControlResult:

@@ -61,7 +61,7 @@ _STOPPABLE = frozenset({StepStatus.QUEUED, StepStatus.PENDING})
 
 
 def capture_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Header names lower-cased; credentials and hop-by-hop headers dropped (SPEC 3.8)."""
+    """Names lower-cased; credentials and hop-by-hop headers dropped (SPEC 3.8)."""
     return {
         name.lower(): value
         for name, value in headers.items()
@@ -250,8 +250,9 @@ async def cancel_run(rt: Runtime, run_id: RunId, reason: str | None) -> ControlR
 
 
 async def stop_run(rt: Runtime, run_id: RunId, flow: Flow) -> None:
-    """Close parked and queued steps of a cancelled or timed-out run, then the run
-    itself when nothing runs any more (decision 11).
+    """Close parked and queued steps of a cancelled or timed-out run.
+
+    Then close the run itself when nothing runs any more (decision 11).
     """
     run = await rt.stores.runs.get_run(run_id)
     if run is None or run.stop_status is None:

@@ -52,8 +52,10 @@ async def fire_timer(rt: Runtime, timer: Timer) -> None:
 
 
 async def reconcile(rt: Runtime, *, limit: int = 100) -> int:
-    """Re-publish lost dispatches, re-queue steps whose worker vanished, restart runs
-    whose start was cut short (decisions 7 and 8). Returns the number of repairs.
+    """Repair what a lost message or a dead worker left behind (decisions 7 and 8).
+
+    Re-publishes lost dispatches, re-queues steps whose worker vanished and restarts
+    runs whose start was cut short. Returns the number of repairs.
     """
     runs = rt.stores.runs
     now = rt.clock.now()
@@ -125,8 +127,10 @@ async def sync_flows(rt: Runtime) -> None:
 
 
 async def fire_schedules(rt: Runtime, *, limit: int = 100) -> int:
-    """Fire each due cron tick once across replicas: trigger first (idempotent by the
-    tick's key), then move the schedule on; a late tick fires one catch-up run.
+    """Fire each due cron tick once across replicas.
+
+    Triggers first (idempotent by the tick's key), then moves the schedule on; a late
+    tick fires one catch-up run.
     """
     now = rt.clock.now()
     fired = 0

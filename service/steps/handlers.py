@@ -1,8 +1,9 @@
 """The authoring API for step handlers: context, results, registration and invocation.
 
-A handler is `async def handler(ctx: StepContext, inputs) -> output | StepResult`, where
-`inputs` is the resolved inputs dict or, when annotated with a pydantic model, that model.
-A plain `def` runs in a worker thread (`asyncio.to_thread`) so it never blocks the loop.
+A handler is `async def handler(ctx: StepContext, inputs) -> output | StepResult`,
+where `inputs` is the resolved inputs dict or, when annotated with a pydantic model,
+that model. A plain `def` runs in a worker thread (`asyncio.to_thread`) so it never
+blocks the loop.
 """
 
 import asyncio
@@ -60,8 +61,9 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """Park the step and run it again after `delay` (polling); `inputs` replace the
-    dispatch inputs of the next attempt (poll state travels there).
+    """Park the step and run it again after `delay` (polling).
+
+    `inputs` replace the dispatch inputs of the next attempt (poll state travels there).
     """
 
     delay: timedelta = timedelta(seconds=10)
@@ -74,7 +76,7 @@ Handler: TypeAlias = Callable[[StepContext, Any], Awaitable[object] | object]
 
 
 class Handlers:
-    """Handlers by step type name (matched case-insensitively, first registration wins)."""
+    """Handlers by step type (matched case-insensitively, first registration wins)."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, tuple[str, Handler]] = {}

@@ -67,8 +67,10 @@ def next_poll(
 
 
 def matches(response: Json, path: Json, equals: Json) -> bool:
-    """The condition: the value at `path` equals `equals` (as text, any case), or,
-    without `equals`, has data (not null, blank, [] or {}; 0 and false are data).
+    """The poll condition on the value at `path`.
+
+    With `equals`, the value equals it (as text, any case); without, the value has data
+    (not null, blank, [] or {}; 0 and false are data).
     """
     found, value = _at(response, path if isinstance(path, str) else "")
     if not found:

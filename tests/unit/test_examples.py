@@ -37,8 +37,8 @@ async def test_hello_runs_its_chain():
 
     assert result.status is RunStatus.SUCCEEDED
     assert result.steps["shout"].output == {"text": "HELLO, ADA!"}
-    assert [e.type for e in result.events][0] == "run.started"
-    assert [e.type for e in result.events][-1] == "run.completed"
+    assert result.events[0].type == "run.started"
+    assert result.events[-1].type == "run.completed"
 
 
 async def test_orders_fan_out_and_join():
