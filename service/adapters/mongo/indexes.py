@@ -1,0 +1,110 @@
+"""Every index the MongoDB stores rely on, created idempotently at start.
+
+`ensure_indexes` may run in every worker at every start, concurrently: creating an index
+that exists with the same name and keys is a no-op. Changing an index means a new name
+(and dropping the old one by hand), never new options under an old name.
+"""
+
+from typing import Final
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.adapters.mongo.codec import (
+    EVENTS,
+    LOOP_ITEMS,
+    RUNS,
+    SCHEDULES,
+    STEPS,
+    TIMERS,
+    WAITERS,
+    Document,
+)
+from service.engine.model import StepStatus
+
+INDEXES: Final[dict[str, list[IndexModel]]] = {
+    RUNS: [
+        # One run per idempotency key: the key is registered by the run's own insert.
+        IndexModel(
+            [("flow_id", ASCENDING), ("trigger_key", ASCENDING), ("idem", ASCENDING)],
+            name="idempotency",
+            unique=True,
+            partialFilterExpression={"idem": {"$exists": True}},
+        ),
+        # The reconciler: runs whose entry steps were never dispatched (few, and brief).
+        IndexModel(
+            [("started_at", ASCENDING), ("_id", ASCENDING)],
+            name="unstarted",
+            partialFilterExpression={"started": False},
+        ),
+        IndexModel([("completed_at", ASCENDING)], name="retention"),
+        # Operators' queries (queries.py): newest first, by flow, status or text.
+        IndexModel([("started_at", DESCENDING)], name="newest"),
+        IndexModel(
+            [("flow_id", ASCENDING), ("started_at", DESCENDING)], name="by_flow"
+        ),
+        IndexModel(
+            [("status", ASCENDING), ("started_at", DESCENDING)], name="by_status"
+        ),
+        IndexModel([("job_id", ASCENDING)], name="by_job"),
+        IndexModel(
+            [("idem", ASCENDING)],
+            name="by_idempotency_key",
+            partialFilterExpression={"idem": {"$exists": True}},
+        ),
+    ],
+    STEPS: [
+        # scope_steps, count_final, in_flight, retention (its run_id prefix).
+        IndexModel(
+            [("run_id", ASCENDING), ("scope", ASCENDING), ("status", ASCENDING)],
+            name="by_scope",
+        ),
+        # The reconciler: dispatched but never claimed; claimed but the lease ended.
+        IndexModel(
+            [("dispatched_at", ASCENDING), ("_id", ASCENDING)],
+            name="stale_queued",
+            partialFilterExpression={"status": str(StepStatus.QUEUED)},
+        ),
+        IndexModel(
+            [("lease_until", ASCENDING), ("_id", ASCENDING)],
+            name="expired_leases",
+            partialFilterExpression={"status": str(StepStatus.RUNNING)},
+        ),
+    ],
+    LOOP_ITEMS: [
+        IndexModel([("loop", ASCENDING), ("start", DESCENDING)], name="by_loop"),
+        IndexModel([("run_id", ASCENDING)], name="by_run"),
+    ],
+    EVENTS: [
+        IndexModel(
+            [("run_id", ASCENDING), ("seq", ASCENDING)], name="by_run", unique=True
+        ),
+    ],
+    TIMERS: [
+        IndexModel([("due_at", ASCENDING), ("_id", ASCENDING)], name="due"),
+        IndexModel([("run_id", ASCENDING)], name="by_run"),
+    ],
+    WAITERS: [
+        IndexModel(
+            [
+                ("run_id", ASCENDING),
+                ("signal_lc", ASCENDING),
+                ("created_at", ASCENDING),
+            ],
+            name="by_signal",
+        ),
+    ],
+    SCHEDULES: [
+        IndexModel([("next_fire_at", ASCENDING), ("_id", ASCENDING)], name="due"),
+    ],
+}
+
+
+async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
+    """Create every index that does not exist yet (idempotent).
+
+    The sweeps sort on (instant, _id), so their indexes carry `_id` as a second key:
+    the index gives the order and a sweep reads `limit` keys, however many match.
+    """
+    for collection, indexes in INDEXES.items():
+        await db[collection].create_indexes(indexes)

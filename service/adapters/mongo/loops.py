@@ -1,0 +1,148 @@
+"""ForEach items and counters of the MongoDB run store.
+
+Part of `MongoRunStore` (see `runs.py`). The counters live on the loop's step document
+(`loop: {total, concurrency, finished, failed}`, one `$inc` per finished iteration);
+the items live apart in `loop_items`, in chunks of at most 256 items and about 256 KB
+of JSON, so a loop of any length keeps every document small and reading one item costs
+the same whatever the loop's length: one aggregate that returns that item alone.
+"""
+
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+from pymongo import ReplaceOne, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from service.adapters.mongo.codec import (
+    Document,
+    dumps,
+    loads,
+    loop_document,
+    loop_state,
+    row_id,
+)
+from service.adapters.mongo.steps import DUPLICATE_KEY
+from service.engine.model import Json, RunId, StepKey
+from service.engine.records import LoopState
+from service.errors import UnknownReferenceError
+
+CHUNK_ITEMS: Final = 256
+CHUNK_BYTES: Final = 256 * 1024
+"""Soft limit: an item bigger than this gets a chunk of its own."""
+
+
+class LoopItems:
+    _steps: AsyncCollection[Document]
+    _items: AsyncCollection[Document]
+
+    async def start_loop(
+        self, run_id: RunId, key: StepKey, items: Sequence[Json], *, concurrency: int
+    ) -> LoopState:
+        _id = row_id(run_id, key)
+        row = await self._steps.find_one({"_id": _id}, {"loop": 1})
+        if row is None:
+            raise UnknownReferenceError("step", _id)
+        if row.get("loop") is not None:
+            return loop_state(row["loop"])
+        # Items first, counters last: the counters say the loop started, so a crash in
+        # between is redone by the next call. Chunk ids are positions, so a repeated or
+        # concurrent start with the same items writes the same chunks.
+        await self._write_chunks(run_id, key, items)
+        state = LoopState(total=len(items), concurrency=concurrency)
+        started = await self._steps.find_one_and_update(
+            {"_id": _id, "loop": None},
+            {"$set": {"loop": loop_document(state)}},
+            projection={"loop": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if started is not None:
+            return state
+        again = await self._steps.find_one({"_id": _id}, {"loop": 1})
+        if again is None or again.get("loop") is None:
+            raise UnknownReferenceError("step", _id)  # reset while we were starting it
+        return loop_state(again["loop"])
+
+    async def loop_item(self, run_id: RunId, key: StepKey, index: int) -> Json:
+        loop = row_id(run_id, key)
+        cursor = await self._items.aggregate(
+            [
+                {"$match": {"loop": loop, "start": {"$lte": max(index, 0)}}},
+                {"$sort": {"start": -1}},
+                {"$limit": 1},
+                {
+                    "$project": {
+                        "_id": 0,
+                        "start": 1,
+                        "count": 1,
+                        "item": {
+                            "$arrayElemAt": [
+                                "$items",
+                                {"$max": [0, {"$subtract": [index, "$start"]}]},
+                            ]
+                        },
+                    }
+                },
+            ]
+        )
+        chunks = await cursor.to_list(1)
+        if not chunks:
+            raise UnknownReferenceError("loop", loop)
+        chunk = chunks[0]
+        if index < 0 or index - chunk["start"] >= chunk["count"]:
+            raise IndexError(f"loop {key} has no item {index}")
+        return loads(chunk["item"])
+
+    async def advance_loop(
+        self, run_id: RunId, key: StepKey, *, failed: bool
+    ) -> LoopState:
+        _id = row_id(run_id, key)
+        advanced = await self._steps.find_one_and_update(
+            {"_id": _id, "loop": {"$ne": None}},
+            {"$inc": {"loop.finished": 1, "loop.failed": 1 if failed else 0}},
+            projection={"loop": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if advanced is None:
+            raise UnknownReferenceError("loop", _id)
+        return loop_state(advanced["loop"])
+
+    async def _write_chunks(
+        self, run_id: RunId, key: StepKey, items: Sequence[Json]
+    ) -> None:
+        loop = row_id(run_id, key)
+        writes = [
+            ReplaceOne(
+                {"_id": f"{loop}/{start}"},
+                {
+                    "run_id": run_id,
+                    "loop": loop,
+                    "start": start,
+                    "count": len(texts),
+                    "items": texts,
+                },
+                upsert=True,
+            )
+            for start, texts in _chunks(items)
+        ]
+        try:
+            await self._items.bulk_write(writes, ordered=False)
+        except BulkWriteError as error:
+            # Two starts upserting one chunk at once: the other wrote the same items.
+            codes = {e.get("code") for e in error.details.get("writeErrors", [])}
+            if error.details.get("writeConcernErrors") or codes - {DUPLICATE_KEY}:
+                raise
+
+
+def _chunks(items: Sequence[Json]) -> Iterator[tuple[int, list[str]]]:
+    """(start index, items as JSON text); always one chunk, so an empty loop has one."""
+    start, size = 0, 0
+    texts: list[str] = []
+    for index, item in enumerate(items):
+        text = dumps(item)
+        if texts and (len(texts) >= CHUNK_ITEMS or size + len(text) > CHUNK_BYTES):
+            yield start, texts
+            start, texts, size = index, [], 0
+        texts.append(text)
+        size += len(text)
+    yield start, texts

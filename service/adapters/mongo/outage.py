@@ -1,0 +1,72 @@
+"""The one place pymongo's failures to reach the server become `UnavailableError`.
+
+A store class is decorated once with `@translates_outages`; every public coroutine
+method (inherited ones included) then raises `UnavailableError` instead of a connection,
+server selection, network timeout, not-primary or write-concern error, so the consumer
+retries the message later instead of dead-lettering it. Other driver errors are bugs
+and pass unchanged.
+"""
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    PyMongoError,
+    WriteConcernError,
+)
+
+from service.errors import UnavailableError
+
+_C = TypeVar("_C", bound=type)
+_TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
+
+
+def is_outage(error: PyMongoError) -> bool:
+    """Whether `error` means the server can't be reached or can't commit right now.
+
+    ConnectionFailure covers AutoReconnect, NetworkTimeout, NotPrimaryError (also what
+    pymongo raises for the shutdown and stepdown codes) and ServerSelectionTimeoutError;
+    WriteConcernError covers a majority not reached in time (WTimeoutError), which a
+    bulk write reports among its details instead.
+    """
+    if isinstance(error, ConnectionFailure | WriteConcernError):
+        return True
+    if isinstance(error, BulkWriteError) and error.details.get("writeConcernErrors"):
+        return True
+    return any(error.has_error_label(label) for label in _TRANSIENT_LABELS)
+
+
+def _translated(
+    method: Callable[..., Awaitable[Any]],
+) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except PyMongoError as error:
+            if is_outage(error):
+                # The driver's text names the hosts and what failed: worth keeping.
+                raise UnavailableError(
+                    f"MongoDB is unavailable: {type(error).__name__}"
+                ) from error
+            raise
+
+    call.__translates_outages__ = True  # type: ignore[attr-defined] # marker, see below
+    return call
+
+
+def translates_outages(cls: _C) -> _C:
+    """Wrap every public coroutine method of `cls`, inherited ones included."""
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        method = getattr(cls, name)
+        if inspect.iscoroutinefunction(method) and not getattr(
+            method, "__translates_outages__", False
+        ):
+            setattr(cls, name, _translated(method))
+    return cls

@@ -1,0 +1,126 @@
+"""What operators ask of the MongoDB store through `flowctl`; reads only.
+
+Find runs, read one in full, count runs by status. Nothing here is part of a port.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from service.adapters.mongo.codec import (
+    EVENTS,
+    RUNS,
+    STEPS,
+    Document,
+    event_record,
+    run_record,
+    step_record,
+)
+from service.adapters.mongo.outage import translates_outages
+from service.engine.model import RunId, RunStatus
+from service.engine.records import Event, RunRecord, StepRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    """One run in full: its steps (with their latest attempts) and its events."""
+
+    run: RunRecord
+    steps: list[StepRecord]
+    events: list[Event]
+
+
+@translates_outages
+class RunQueries:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._runs = db[RUNS]
+        self._steps = db[STEPS]
+        self._events = db[EVENTS]
+
+    async def find_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: RunStatus | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        text: str | None = None,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[RunRecord], int]:
+        """A page of runs, newest first, and how many match in all.
+
+        `flow` is a flow id; `since` <= started_at < `until`; `text` is the start of a
+        run id, a job id or an idempotency key (a whole one matches too).
+        """
+        query = _run_query(
+            flow=flow, status=status, since=since, until=until, text=text
+        )
+        total = await self._runs.count_documents(query)
+        if limit <= 0:  # pymongo reads limit 0 as "no limit"
+            return [], total
+        cursor = (
+            self._runs.find(query)
+            .sort([("started_at", DESCENDING), ("_id", DESCENDING)])
+            .skip(skip)
+            .limit(limit)
+        )
+        return [run_record(doc) async for doc in cursor], total
+
+    async def run_detail(self, run_id: RunId) -> RunDetail | None:
+        """The run, its step rows in dispatch order and its events; None if absent."""
+        found = await self._runs.find_one({"_id": run_id})
+        if found is None:
+            return None
+        steps = self._steps.find({"run_id": run_id}).sort(
+            [("dispatched_at", ASCENDING), ("_id", ASCENDING)]
+        )
+        events = self._events.find({"run_id": run_id}).sort("seq", ASCENDING)
+        return RunDetail(
+            run=run_record(found),
+            steps=[step_record(doc) async for doc in steps],
+            events=[event_record(doc) async for doc in events],
+        )
+
+    async def count_by_status(self, *, flow: str | None = None) -> dict[str, int]:
+        """Runs per status (every status, zero included), of one flow id or of all."""
+        match: Document = {} if flow is None else {"flow_id": flow}
+        cursor = await self._runs.aggregate(
+            [{"$match": match}, {"$group": {"_id": "$status", "runs": {"$sum": 1}}}]
+        )
+        counts = dict.fromkeys((str(status) for status in RunStatus), 0)
+        counts |= {doc["_id"]: doc["runs"] async for doc in cursor}
+        return counts
+
+
+def _run_query(
+    *,
+    flow: str | None,
+    status: RunStatus | None,
+    since: datetime | None,
+    until: datetime | None,
+    text: str | None,
+) -> Document:
+    query: Document = {}
+    if flow is not None:
+        query["flow_id"] = flow
+    if status is not None:
+        query["status"] = str(status)
+    started: Document = {}
+    if since is not None:
+        started["$gte"] = since
+    if until is not None:
+        started["$lt"] = until
+    if started:
+        query["started_at"] = started
+    if text := (text or "").strip():
+        # Anchored, so each branch is a range scan of its index.
+        query["$or"] = [
+            {"_id": {"$regex": f"^{re.escape(text)}"}},
+            {"job_id": {"$regex": f"^{re.escape(text)}"}},
+            {"idem": {"$regex": f"^{re.escape(text.lower())}"}},
+        ]
+    return query
