@@ -1,0 +1,187 @@
+"""Publishing to RabbitMQ, and `AmqpDispatcher`, which publishes `run_step` messages.
+
+`publish_json` is the one function that sets a message's type, id, content type and
+persistence; `dead_letter` copies a delivery's own. Every publish waits for the broker's
+confirm; driver and connection errors come out as `UnavailableError` (retried by the
+caller, never dead-lettered).
+"""
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Final
+
+import orjson
+from aio_pika import DeliveryMode, Message
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractMessage,
+    HeadersType,
+)
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, PublishError
+from pydantic import BaseModel
+
+from contracts.messages import RunStepMessage
+from service.adapters.amqp.topology import Topology, step_routing_key
+from service.errors import UnavailableError
+from service.ports import Dispatch
+
+PUBLISH_TIMEOUT: Final = timedelta(seconds=10)
+JSON: Final = "application/json"
+RUN_STEP: Final = "run_step"
+
+
+async def open_publishing_channel(connection: AbstractConnection) -> AbstractChannel:
+    """A channel whose publishes wait for confirms and raise when unroutable.
+
+    Declare the topology on it: `AmqpDispatcher` and the consumer's dead letters and
+    replies publish through the exchanges of that `Topology`.
+    """
+    channel = connection.channel(publisher_confirms=True, on_return_raises=True)
+    await channel.initialize()
+    return channel
+
+
+async def publish_json(
+    exchange: AbstractExchange,
+    routing_key: str,
+    body: BaseModel | Mapping[str, Any],
+    *,
+    kind: str,
+    message_id: str,
+    headers: HeadersType | None = None,
+    reply_to: str | None = None,
+    correlation_id: str | None = None,
+    mandatory: bool = True,
+    confirm_within: timedelta = PUBLISH_TIMEOUT,
+) -> None:
+    """Publish `body` as a persistent JSON message of type `kind`, confirmed.
+
+    Raises:
+        UnavailableError: the broker is unreachable, refused the message, did not
+            confirm within `confirm_within`, or (`mandatory`) could not route it.
+    """
+    data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    message = Message(
+        orjson.dumps(data),
+        content_type=JSON,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        type=kind,
+        message_id=message_id,
+        headers=headers,
+        reply_to=reply_to,
+        correlation_id=correlation_id,
+    )
+    await publish_message(
+        exchange,
+        message,
+        routing_key,
+        mandatory=mandatory,
+        confirm_within=confirm_within,
+    )
+
+
+async def publish_message(
+    exchange: AbstractExchange,
+    message: AbstractMessage,
+    routing_key: str,
+    *,
+    mandatory: bool = True,
+    confirm_within: timedelta = PUBLISH_TIMEOUT,
+) -> None:
+    """Publish a message built elsewhere (a dead letter keeps the original properties).
+
+    Raises:
+        UnavailableError: as `publish_json`.
+    """
+    try:
+        async with asyncio.timeout(confirm_within.total_seconds()):
+            await exchange.publish(message, routing_key, mandatory=mandatory)
+    except PublishError as exc:
+        # Returned as unroutable: a missing queue or binding, which a reconnection
+        # (robust channels declare again) or an operator repairs; retry, don't drop.
+        raise UnavailableError(
+            f"unroutable: {exchange.name!r} -> {routing_key!r}"
+        ) from exc
+    except CONNECTION_EXCEPTIONS as exc:
+        # CONNECTION_EXCEPTIONS covers AMQPError (DeliveryError: a nack),
+        # ChannelInvalidStateError, OSError and TimeoutError.
+        raise UnavailableError(
+            f"publish to {exchange.name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def dead_letter(message: AbstractIncomingMessage, reason: str, detail: str) -> Message:
+    """The original body and properties, and the reason in headers."""
+    facts = {
+        "x-dead-letter-reason": reason,
+        "x-dead-letter-detail": detail,
+        "x-original-type": message.type,
+        "x-original-routing-key": message.routing_key,
+        "x-original-exchange": message.exchange,
+        "x-original-message-id": message.message_id,
+    }
+    headers = dict(message.headers or {})
+    headers.update({name: value for name, value in facts.items() if value is not None})
+    # No expiration (a dead letter waits for a human) and no user_id (the broker
+    # refuses one that is not the publishing connection's user).
+    return Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
+
+
+class AmqpDispatcher:
+    """The `Dispatcher` port on RabbitMQ: one `run_step` message per dispatch.
+
+    `topology` must be declared on a channel from `open_publishing_channel`.
+    """
+
+    def __init__(
+        self, topology: Topology, *, confirm_within: timedelta = PUBLISH_TIMEOUT
+    ) -> None:
+        self._exchange = topology.ingress
+        self._confirm_within = confirm_within
+
+    async def publish(self, dispatches: Sequence[Dispatch]) -> None:
+        """Publish every dispatch concurrently; return once all are confirmed.
+
+        Raises:
+            UnavailableError: if any publish failed (the others were awaited too; a
+                repeat publishes the same message ids, recognised as duplicates).
+        """
+        results = await asyncio.gather(
+            *(self._publish(dispatch) for dispatch in dispatches),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _publish(self, dispatch: Dispatch) -> None:
+        await publish_json(
+            self._exchange,
+            step_routing_key(dispatch.flow_id),
+            RunStepMessage(
+                flow_id=dispatch.flow_id,
+                run_id=dispatch.run_id,
+                step_key=dispatch.step_key,
+                attempt=dispatch.attempt,
+            ),
+            kind=RUN_STEP,
+            message_id=dispatch.message_id,
+            confirm_within=self._confirm_within,
+        )
