@@ -162,6 +162,7 @@ async def _work(
                 dispatcher=AmqpDispatcher(services.topology),
                 clock=SystemClock(),
                 options=_options(settings),
+                telemetry=metrics.PrometheusTelemetry(),
             )
         )
         if not await _until_done("store_flows", orchestrator.sync_flows, stop):
@@ -341,21 +342,15 @@ class ConsumerMetrics:
 
 
 class ObservedOrchestrator(Orchestrator):
-    """The orchestrator, with the metrics its callers can see.
+    """The orchestrator, counting the messages it is handling (the in-flight gauge).
 
-    That is work in flight and runs started by trigger messages. Step durations,
-    completed runs, timer lag and reconciler actions need a hook inside the
-    orchestrator and the scheduler, which call `metrics.observe_*` through a port.
+    Runs, steps, timers and repairs are reported from inside through the Telemetry
+    port (`metrics.PrometheusTelemetry`).
     """
 
     async def trigger(self, request: TriggerRequest, *, job_id: JobId) -> TriggerResult:
         with metrics.MESSAGES_IN_FLIGHT.track_inprogress():
-            result = await super().trigger(request, job_id=job_id)
-        if result.run_id is not None and not (result.duplicate or result.disabled):
-            flow = self.runtime.catalog.find(request.flow)
-            flow_id = flow.id if flow is not None else "unknown"
-            metrics.observe_run_started(flow_id, request.trigger_key)
-        return result
+            return await super().trigger(request, job_id=job_id)
 
     async def run_step(self, request: StepRequest) -> None:
         with metrics.MESSAGES_IN_FLIGHT.track_inprogress():

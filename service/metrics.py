@@ -113,6 +113,27 @@ def observe_reconciler(action: str, count: int = 1) -> None:
         RECONCILER_ACTIONS.labels(action=action).inc(count)
 
 
+class PrometheusTelemetry:
+    """The `Telemetry` port of the orchestrator and scheduler, as Prometheus metrics."""
+
+    def run_started(self, flow_id: str, trigger_key: str) -> None:
+        observe_run_started(flow_id, trigger_key)
+
+    def run_completed(self, flow_id: str, status: str) -> None:
+        observe_run_completed(flow_id, status)
+
+    def step_finished(
+        self, flow_id: str, step_key: str, status: str, *, seconds: float
+    ) -> None:
+        observe_step(flow_id, step_key, status, seconds=seconds)
+
+    def timer_fired(self, kind: str, *, lag_seconds: float) -> None:
+        observe_fired(kind, lag_seconds=max(0.0, lag_seconds))
+
+    def repaired(self, action: str, count: int) -> None:
+        observe_reconciler(action, count)
+
+
 def latest() -> bytes:
     """Every metric of this process in the Prometheus text format (`TEXT_FORMAT`)."""
     return _generate_latest()

@@ -245,7 +245,10 @@ class RunStore(Protocol):
 
 class EventStore(Protocol):
     async def append(self, run_id: RunId, events: Sequence[NewEvent]) -> None:
-        """Append events with per-run sequence numbers larger than any before them."""
+        """Append events with per-run sequence numbers larger than any before them.
+
+        An event whose `key` the run has stored already is left out (idempotent).
+        """
         ...
 
     async def events(
@@ -347,6 +350,26 @@ class ScheduleStore(Protocol):
     ) -> Schedule | None:
         """Set pause, override and next fire; None when there is no such schedule."""
         ...
+
+
+class Telemetry(Protocol):
+    """What the orchestrator and the scheduler report for metrics.
+
+    Labels stay low-cardinality: flow ids, template step keys (`loop.child`, never
+    `loop.7.child`), statuses and kinds; never a run id. Implementations never raise.
+    """
+
+    def run_started(self, flow_id: str, trigger_key: str) -> None: ...
+
+    def run_completed(self, flow_id: str, status: str) -> None: ...
+
+    def step_finished(
+        self, flow_id: str, step_key: str, status: str, *, seconds: float
+    ) -> None: ...
+
+    def timer_fired(self, kind: str, *, lag_seconds: float) -> None: ...
+
+    def repaired(self, action: str, count: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,8 @@ class Scheduler:
             limit=self._options.batch,
         )
         for timer in timers:
+            lag = (now - timer.due_at).total_seconds()
+            rt.telemetry.timer_fired(timer.kind.value, lag_seconds=lag)
             await self._orchestrator.fire_timer(timer)
         fires = await self._orchestrator.fire_schedules(limit=self._options.batch)
         repairs = purged = 0

@@ -184,6 +184,8 @@ class NewEvent:
     at: datetime
     step_key: str = "__run"
     message: str = ""
+    key: str | None = None
+    """Events of one run with the same key are stored once (a repeated completion)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ Every write here is insert-if-absent or guarded, so a continuation that runs twi
 redelivered message, two branches finishing together) dispatches and completes once.
 """
 
+import calendar
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -295,23 +296,42 @@ async def settle_scope(rt: Runtime, run: RunRecord, flow: Flow, scope: Scope) ->
 
 
 async def complete_run(rt: Runtime, run: RunRecord, status: RunStatus) -> None:
-    now = rt.clock.now()
-    if not await rt.stores.runs.complete_run(run.run_id, status, now=now):
-        return
-    log.info(
-        "run_completed", run_id=run.run_id, flow_id=run.flow_id, status=status.value
-    )
+    """Complete the run once, and record `run.completed` once.
+
+    After a crash between the two, a redelivery finds the run complete and writes the
+    keyed event again, which the event store keeps once.
+    """
+    runs = rt.stores.runs
+    completed_at = rt.clock.now()
+    if await runs.complete_run(run.run_id, status, now=completed_at):
+        log.info(
+            "run_completed", run_id=run.run_id, flow_id=run.flow_id, status=status.value
+        )
+        rt.telemetry.run_completed(run.flow_id, status.value)
+    else:
+        current = await runs.get_run(run.run_id)
+        if current is None or current.completed_at is None:
+            return
+        status, completed_at = current.status, current.completed_at
     await record_events(
         rt,
         run,
         [
             NewEvent(
-                "run.completed", now, message=f"Run completed with status {status}."
+                "run.completed",
+                completed_at,
+                message=f"Run completed with status {status}.",
+                key=f"run.completed:{_millis(completed_at)}",
             )
         ],
     )
     if run.deadline_at is not None:
         await rt.stores.timers.delete(f"deadline:{run.run_id}")
+
+
+def _millis(at: datetime) -> int:
+    """Milliseconds since the epoch, exactly as MongoDB stores the instant."""
+    return calendar.timegm(at.utctimetuple()) * 1000 + at.microsecond // 1000
 
 
 async def finish_iteration(

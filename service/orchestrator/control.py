@@ -124,6 +124,7 @@ async def trigger(
         flow_id=flow.id,
         trigger_key=request.trigger_key,
     )
+    rt.telemetry.run_started(flow.id, request.trigger_key)
     await start(rt, run, flow)
     return TriggerResult(run.run_id)
 

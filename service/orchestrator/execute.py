@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import traceback
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import structlog
@@ -23,6 +24,7 @@ from service.engine.model import (
     StepKey,
     StepStatus,
     scope_of,
+    template_parts,
 )
 from service.engine.records import (
     NewEvent,
@@ -32,7 +34,7 @@ from service.engine.records import (
     Timer,
     TimerKind,
 )
-from service.errors import ExpressionError, UnknownReferenceError
+from service.errors import ExpressionError, UnavailableError, UnknownReferenceError
 from service.orchestrator import advance as adv
 from service.orchestrator.runtime import Runtime, StepRequest
 from service.ports import Dispatch
@@ -69,21 +71,69 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
         return
     step = claim.step
     run, flow = await _load_run(rt, step)
+    cancelled = asyncio.Event()
     with structlog.contextvars.bound_contextvars(
         run_id=run.run_id, flow_id=run.flow_id, step_key=step.key, attempt=step.attempt
     ):
-        outcome, result = await _execute(rt, run, flow, step)
-        if not await runs.finish(
-            run.run_id,
-            step.key,
-            outcome,
-            job_id=request.job_id,
-            attempt=step.attempt,
-            now=rt.clock.now(),
-        ):
+        async with _heartbeat(rt, step, cancelled):
+            outcome, result = await _execute(rt, run, flow, step, cancelled)
+            finished = await runs.finish(
+                run.run_id,
+                step.key,
+                outcome,
+                job_id=request.job_id,
+                attempt=step.attempt,
+                now=rt.clock.now(),
+            )
+        if not finished:
             log.warning("step_result_discarded", reason="claim_lost")
             return
+        rt.telemetry.step_finished(
+            run.flow_id,
+            ".".join(template_parts(step.key)),
+            outcome.status.value,
+            seconds=(rt.clock.now() - (step.started_at or now)).total_seconds(),
+        )
         await _after(rt, run, flow, step, outcome, result)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeat(
+    rt: Runtime, step: StepRecord, cancelled: asyncio.Event
+) -> AsyncIterator[None]:
+    """Keep the claim's lease alive from the claim to the recorded result."""
+    done = asyncio.Event()
+    beating = asyncio.create_task(_beat(rt, step, cancelled, done))
+    try:
+        yield
+    finally:
+        done.set()
+        await beating
+
+
+async def _beat(
+    rt: Runtime, step: StepRecord, cancelled: asyncio.Event, done: asyncio.Event
+) -> None:
+    """Renew the lease every heartbeat; tell the handler when the run stops."""
+    every = rt.options.heartbeat.total_seconds()
+    while True:
+        try:
+            await asyncio.wait_for(done.wait(), timeout=every)
+        except TimeoutError:
+            pass
+        else:
+            return
+        try:
+            until = rt.clock.now() + rt.options.lease
+            await rt.stores.runs.extend_lease(
+                step.run_id, step.key, job_id=step.job_id or JobId(""), until=until
+            )
+            run = await rt.stores.runs.get_run(step.run_id)
+        except UnavailableError as exc:  # the next beat tries again
+            log.warning("heartbeat_missed", error=str(exc))
+            continue
+        if run is not None and run.stop_status is not None:
+            cancelled.set()
 
 
 async def _load_run(rt: Runtime, step: StepRecord) -> tuple[RunRecord, Flow]:
@@ -107,7 +157,7 @@ async def _recover(rt: Runtime, step: StepRecord) -> None:
 
 
 async def _execute(
-    rt: Runtime, run: RunRecord, flow: Flow, step: StepRecord
+    rt: Runtime, run: RunRecord, flow: Flow, step: StepRecord, cancelled: asyncio.Event
 ) -> tuple[Outcome, StepResult | None]:
     manifest = flow.find(step.key)
     if manifest is None:
@@ -122,7 +172,7 @@ async def _execute(
         inputs = await _resolve_inputs(rt, run, flow, step)
     except ExpressionError as exc:
         return Outcome(StepStatus.FAILED, error=str(exc)), None
-    result = await _invoke(rt, run, step, manifest, inputs)
+    result = await _invoke(rt, run, step, manifest, inputs, cancelled)
     return _outcome(rt, step, manifest, result, inputs), result
 
 
@@ -155,6 +205,7 @@ async def _invoke(
     step: StepRecord,
     manifest: Step,
     inputs: dict[str, Json],
+    cancelled: asyncio.Event,
 ) -> StepResult:
     handler = rt.handlers.get(manifest.type)
     if handler is None:  # validation at start makes this unreachable for known flows
@@ -168,37 +219,14 @@ async def _invoke(
         trigger_body=run.body,
         trigger_headers=run.headers,
         now=rt.clock.now(),
+        cancelled=cancelled,
     )
-    task = asyncio.ensure_future(invoke(handler, ctx, inputs))
-    watcher = asyncio.ensure_future(_watch(rt, ctx, task))
     try:
-        return await task
-    except Exception as exc:
+        return await invoke(handler, ctx, inputs)
+    except Exception as exc:  # a flow author's exception is a step result
         log.exception("step_handler_failed")
         text = "".join(traceback.format_exception(exc))
         return Failed(text[-8000:])
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
-
-async def _watch(
-    rt: Runtime, ctx: StepContext, task: "asyncio.Future[StepResult]"
-) -> None:
-    """Heartbeat: keep the lease while the handler runs; tell it when the run stops."""
-    every = rt.options.heartbeat.total_seconds()
-    while not task.done():
-        await asyncio.wait([task], timeout=every)
-        if task.done():
-            return
-        until = rt.clock.now() + rt.options.lease
-        await rt.stores.runs.extend_lease(
-            ctx.run_id, ctx.step_key, job_id=ctx.job_id, until=until
-        )
-        run = await rt.stores.runs.get_run(ctx.run_id)
-        if run is not None and run.stop_status is not None:
-            ctx.cancelled.set()
 
 
 def _outcome(

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Literal
 
 from service.engine.model import Flow, FlowId, JobId, Json, RunId, StepKey
-from service.ports import Clock, Dispatcher, Stores
+from service.ports import Clock, Dispatcher, Stores, Telemetry
 from service.steps.handlers import Handlers
 
 
@@ -47,6 +47,27 @@ class Catalog:
         return len(self._by_id)
 
 
+class NoTelemetry:
+    """Telemetry that records nothing (the flow test host, embedded use)."""
+
+    def run_started(self, flow_id: str, trigger_key: str) -> None:
+        return
+
+    def run_completed(self, flow_id: str, status: str) -> None:
+        return
+
+    def step_finished(
+        self, flow_id: str, step_key: str, status: str, *, seconds: float
+    ) -> None:
+        return
+
+    def timer_fired(self, kind: str, *, lag_seconds: float) -> None:
+        return
+
+    def repaired(self, action: str, count: int) -> None:
+        return
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     catalog: Catalog
@@ -55,6 +76,7 @@ class Runtime:
     dispatcher: Dispatcher
     clock: Clock
     options: Options = Options()
+    telemetry: Telemetry = field(default_factory=NoTelemetry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,14 +59,14 @@ async def reconcile(rt: Runtime, *, limit: int = 100) -> int:
     """
     runs = rt.stores.runs
     now = rt.clock.now()
-    repairs = 0
+    republished = reclaimed = restarted = 0
     for row in await runs.stale_queued(
         before=now - rt.options.reconcile_after, limit=limit
     ):
         moved = await runs.requeue(
             row.run_id, row.key, expected=frozenset({StepStatus.QUEUED}), now=now
         )
-        repairs += await _republish(rt, moved)
+        republished += await _republish(rt, moved)
     for row in await runs.expired_leases(before=now, limit=limit):
         moved = await runs.requeue(
             row.run_id,
@@ -75,16 +75,25 @@ async def reconcile(rt: Runtime, *, limit: int = 100) -> int:
             attempt=row.attempt,
             now=now,
         )
-        repairs += await _republish(rt, moved)
+        reclaimed += await _republish(rt, moved)
     for run in await runs.unstarted_runs(
         before=now - rt.options.reconcile_after, limit=limit
     ):
         flow = rt.catalog.get(run.flow_id)
         if flow is not None:
             await control.start(rt, run, flow)
-            repairs += 1
+            restarted += 1
+    repairs = republished + reclaimed + restarted
     if repairs:
-        log.info("reconciler_repaired", repairs=repairs)
+        log.info(
+            "reconciler_repaired",
+            republished=republished,
+            reclaimed=reclaimed,
+            restarted=restarted,
+        )
+        rt.telemetry.repaired("republished", republished)
+        rt.telemetry.repaired("reclaimed", reclaimed)
+        rt.telemetry.repaired("restarted", restarted)
     return repairs
 
 
@@ -151,6 +160,8 @@ async def fire_schedules(rt: Runtime, *, limit: int = 100) -> int:
 
 async def _fire(rt: Runtime, flow: Flow, schedule: Schedule, tick: datetime) -> None:
     key = f"cron:{flow.id}:{schedule.trigger_key}:{tick.isoformat()}"
+    lag = (rt.clock.now() - tick).total_seconds()
+    rt.telemetry.timer_fired("cron", lag_seconds=lag)
     await control.trigger(
         rt,
         TriggerRequest(flow.id, schedule.trigger_key, idempotency_key=key),

@@ -26,6 +26,21 @@ class EventStoreContract:
             Event(run_id, 2, "step.completed", clock.now(), "fetch", "Succeeded"),
         ]
 
+    async def test_a_keyed_event_is_stored_once(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run_id = a_run_id()
+        done = NewEvent("run.completed", clock.now(), key="run.completed:1")
+
+        await stores.events.append(run_id, [done])
+        await stores.events.append(
+            run_id, [NewEvent("step.completed", clock.now(), "late"), done]
+        )
+
+        events = await stores.events.events(run_id)
+        assert [e.type for e in events] == ["run.completed", "step.completed"]
+        assert [e.seq for e in events] == sorted({e.seq for e in events})
+
     async def test_a_later_append_continues_the_sequence(
         self, stores: Stores, clock: FrozenClock
     ):

@@ -169,7 +169,11 @@ class StepRowContract:
         run_id, _ = await a_claimed_step(stores, clock)
 
         other = await stores.runs.claim(
-            run_id, FETCH, job_id=OTHER_JOB, now=clock.now(), lease=LEASE,
+            run_id,
+            FETCH,
+            job_id=OTHER_JOB,
+            now=clock.now(),
+            lease=LEASE,
             take_over=True,
         )
         own = await stores.runs.claim(

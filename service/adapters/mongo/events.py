@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from service.adapters.mongo.codec import EVENT_COUNTERS, EVENTS, Document, event_record
-from service.adapters.mongo.outage import translates_outages
+from service.adapters.mongo.outage import duplicates_only, translates_outages
 from service.engine.model import RunId
 from service.engine.records import Event, NewEvent
 
@@ -30,19 +30,22 @@ class MongoEventStore:
             return
         last = await self._reserve(run_id, len(events))
         first = last - len(events) + 1
-        await self._events.insert_many(
-            [
-                {
-                    "run_id": run_id,
-                    "seq": seq,
-                    "type": event.type,
-                    "at": event.at,
-                    "step_key": event.step_key,
-                    "message": event.message,
-                }
-                for seq, event in enumerate(events, start=first)
-            ]
-        )
+        documents = [
+            {
+                "run_id": run_id,
+                "seq": seq,
+                "type": event.type,
+                "at": event.at,
+                "step_key": event.step_key,
+                "message": event.message,
+            }
+            | ({"key": event.key} if event.key is not None else {})
+            for seq, event in enumerate(events, start=first)
+        ]
+        try:
+            await self._events.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            duplicates_only(error)  # a keyed event stored already: the key's purpose
 
     async def _reserve(self, run_id: RunId, count: int) -> int:
         """The last of `count` new sequence numbers of the run."""

@@ -79,6 +79,12 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
         IndexModel(
             [("run_id", ASCENDING), ("seq", ASCENDING)], name="by_run", unique=True
         ),
+        IndexModel(
+            [("run_id", ASCENDING), ("key", ASCENDING)],
+            name="once",
+            unique=True,
+            partialFilterExpression={"key": {"$type": "string"}},
+        ),
     ],
     TIMERS: [
         IndexModel([("due_at", ASCENDING), ("_id", ASCENDING)], name="due"),

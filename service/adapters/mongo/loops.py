@@ -22,7 +22,7 @@ from service.adapters.mongo.codec import (
     loop_state,
     row_id,
 )
-from service.adapters.mongo.steps import DUPLICATE_KEY
+from service.adapters.mongo.outage import duplicates_only
 from service.engine.model import Json, RunId, StepKey
 from service.engine.records import LoopState
 from service.errors import UnknownReferenceError
@@ -129,9 +129,7 @@ class LoopItems:
             await self._items.bulk_write(writes, ordered=False)
         except BulkWriteError as error:
             # Two starts upserting one chunk at once: the other wrote the same items.
-            codes = {e.get("code") for e in error.details.get("writeErrors", [])}
-            if error.details.get("writeConcernErrors") or codes - {DUPLICATE_KEY}:
-                raise
+            duplicates_only(error)
 
 
 def _chunks(items: Sequence[Json]) -> Iterator[tuple[int, list[str]]]:

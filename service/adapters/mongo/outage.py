@@ -40,6 +40,23 @@ def is_outage(error: PyMongoError) -> bool:
     return any(error.has_error_label(label) for label in _TRANSIENT_LABELS)
 
 
+DUPLICATE_KEY = 11000
+
+
+def duplicates_only(error: BulkWriteError) -> set[int]:
+    """The indexes a bulk write refused as duplicate keys.
+
+    Raises `error` itself when it failed for any other reason (a write concern, a bad
+    document).
+    """
+    errors = error.details.get("writeErrors", [])
+    if error.details.get("writeConcernErrors") or any(
+        e.get("code") != DUPLICATE_KEY for e in errors
+    ):
+        raise error
+    return {e["index"] for e in errors}
+
+
 def _translated(
     method: Callable[..., Awaitable[Any]],
 ) -> Callable[..., Awaitable[Any]]:

@@ -23,6 +23,7 @@ from service.adapters.mongo.codec import (
     step_document,
     step_record,
 )
+from service.adapters.mongo.outage import duplicates_only
 from service.engine.model import (
     FINAL_STATUSES,
     IN_FLIGHT_STATUSES,
@@ -33,7 +34,6 @@ from service.engine.model import (
 )
 from service.engine.records import Claim, NewStep, Outcome, StepRecord
 
-DUPLICATE_KEY = 11000
 _FINAL = [str(status) for status in FINAL_STATUSES]
 _IN_FLIGHT = [str(status) for status in IN_FLIGHT_STATUSES]
 
@@ -52,12 +52,7 @@ class StepRows:
             await self._steps.insert_many(docs, ordered=False)
         except BulkWriteError as error:
             # The unique _id is the ledger: a duplicate is a row that exists already.
-            errors = error.details.get("writeErrors", [])
-            if error.details.get("writeConcernErrors") or any(
-                e.get("code") != DUPLICATE_KEY for e in errors
-            ):
-                raise
-            refused = {e["index"] for e in errors}
+            refused = duplicates_only(error)
             return [new.key for n, new in enumerate(steps) if n not in refused]
         return [new.key for new in steps]
 
