@@ -14,7 +14,7 @@ from examples import (
     orders,
     polling,
 )
-from service.engine.model import RunStatus, StepStatus
+from service.engine.model import Json, RunStatus, StepStatus
 from service.steps.handlers import Handlers
 from service.testing import FlowTestHost
 
@@ -43,7 +43,7 @@ async def test_hello_runs_its_chain():
 
 async def test_orders_fan_out_and_join():
     host = host_for(orders)
-    body = {
+    body: dict[str, Json] = {
         "order_id": 7,
         "lines": [{"sku": "a"}],
         "amount": 12,

@@ -1,6 +1,7 @@
 """Orchestrator operations on the memory adapters: SPEC 2 and our decisions 1-13."""
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -44,29 +45,29 @@ def make_host(steps, **flow_kwargs) -> tuple[FlowTestHost, Calls]:
     handlers = Handlers()
 
     @handlers.handler("Ok")
-    async def ok(ctx: StepContext, inputs: dict) -> object:
+    async def ok(ctx: StepContext, inputs: dict[str, Any]) -> object:
         calls.hit(ctx.step_key)
         return {"step": ctx.step_key, **inputs}
 
     @handlers.handler("Fail")
-    async def fail(ctx: StepContext, inputs: dict) -> object:
+    async def fail(ctx: StepContext, inputs: dict[str, Any]) -> object:
         calls.hit(ctx.step_key)
         return Failed("boom")
 
     @handlers.handler("Flaky")
-    async def flaky(ctx: StepContext, inputs: dict) -> object:
+    async def flaky(ctx: StepContext, inputs: dict[str, Any]) -> object:
         n = calls.hit(ctx.step_key)
         if n < inputs.get("succeed_on", 3):
             raise RuntimeError(f"attempt {n} failed")
         return {"attempt": ctx.attempt}
 
     @handlers.handler("Delay")
-    async def delay(ctx: StepContext, inputs: dict) -> object:
+    async def delay(ctx: StepContext, inputs: dict[str, Any]) -> object:
         calls.hit(ctx.step_key)
         return Succeeded({"delayed": True}, delay_next=timedelta(minutes=5))
 
     @handlers.handler("Park")
-    async def park(ctx: StepContext, inputs: dict) -> object:
+    async def park(ctx: StepContext, inputs: dict[str, Any]) -> object:
         calls.hit(ctx.step_key)
         return Pending(timedelta(hours=1))
 
@@ -363,7 +364,7 @@ async def test_for_each_keeps_its_concurrency_bound():
     host_ref: list[FlowTestHost] = []
 
     @handlers.handler("Item")
-    async def item(ctx: StepContext, inputs: dict) -> object:
+    async def item(ctx: StepContext, inputs: dict[str, Any]) -> object:
         rows = host_ref[0].stores.runs.all_steps(ctx.run_id)
         seen.append(sum(1 for r in rows if r.type == "__iteration" and r.status is P))
         return inputs["__loopItem"]
@@ -445,6 +446,7 @@ async def test_rerun_starts_a_new_run_with_lineage():
 
     again = await host.orchestrator.rerun(first.run_id, job_id=JobId("rerun-1"))
     await host.settle()
+    assert again.run_id is not None
     run = await host.stores.runs.get_run(again.run_id)
 
     assert again.run_id != first.run_id

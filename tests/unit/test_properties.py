@@ -7,7 +7,7 @@ step is executed twice.
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,17 +35,19 @@ class Outcomes:
             handlers.register(name, self.handle)
         return handlers
 
-    async def handle(self, ctx: StepContext, inputs: dict) -> object:
+    async def handle(self, ctx: StepContext, inputs: dict[str, Any]) -> object:
         attempt = (ctx.run_id, ctx.step_key, ctx.attempt)
         if attempt in self.executed:
             self.twice.append(attempt)
         self.executed.add(attempt)
-        kind = self.kinds[hash((self.seed, ctx.step_key, ctx.attempt)) % len(self.kinds)]
+        kind = self.kinds[
+            hash((self.seed, ctx.step_key, ctx.attempt)) % len(self.kinds)
+        ]
         if kind == "fail":
             return Failed("drawn to fail")
         if kind == "raise":
             raise RuntimeError("drawn to raise")
-        if kind == "park" and ctx.attempt < 3:  # noqa: PLR2004 - a short poll
+        if kind == "park" and ctx.attempt < 3:
             return Pending(timedelta(seconds=5))
         return Succeeded({"ok": kind == "ok", "attempt": ctx.attempt})
 
@@ -59,8 +61,12 @@ class Outcomes:
     flow=flows(max_steps=5, max_depth=2),
     seed=st.integers(0, 2**16),
     body=st.fixed_dictionaries(
-        {"flag": st.booleans(), "n": st.integers(0, 12), "items": st.lists(
-            st.integers(), max_size=4), "force": st.booleans()}
+        {
+            "flag": st.booleans(),
+            "n": st.integers(0, 12),
+            "items": st.lists(st.integers(), max_size=4),
+            "force": st.booleans(),
+        }
     ),
 )
 async def test_every_run_finishes_with_a_final_status_for_every_step(flow, seed, body):
@@ -72,8 +78,10 @@ async def test_every_run_finishes_with_a_final_status_for_every_step(flow, seed,
 
     started = await host.trigger(flow.name, body=body, headers={"x-mode": "fast"})
     for _ in range(50):  # waits without a timeout end only with their signal
-        answers = [await host.signal(started.run_id, name, {"by": "property"})
-                   for name in SIGNALS]
+        answers = [
+            await host.signal(started.run_id, name, {"by": "property"})
+            for name in SIGNALS
+        ]
         if all(a.status != "delivered" for a in answers):
             break
     await host.settle(max_wait=timedelta(days=30))
