@@ -59,14 +59,9 @@ def _verdict(step: Step, statuses: Mapping[str, StepStatus]) -> str:
     return verdict
 
 
-def needed_for(steps: Mapping[str, Step], candidates: Iterable[str]) -> set[str]:
-    """The keys whose statuses decide the candidates' readiness (candidates too)."""
-    needed = set(candidates)
-    for key in list(needed):
-        step = steps.get(key)
-        if step is not None:
-            needed.update(d for d in step.run_after if d != ENTRY_MARKER)
-    return needed
+def dependencies(steps: Mapping[str, Step], of: Iterable[str]) -> set[str]:
+    """The keys whose statuses decide the readiness of `of` (the entry marker aside)."""
+    return {dep for key in of for dep in steps[key].run_after if dep != ENTRY_MARKER}
 
 
 def entry_steps(steps: Mapping[str, Step]) -> list[str]:

@@ -63,11 +63,14 @@ async def advance(
     *,
     delay: timedelta | None = None,
     republish: bool = False,
+    held: Iterable[StepRecord] = (),
 ) -> None:
     """Dispatch what became ready in `scope` once `settled` (local keys) are final.
 
     `settled=None` starts the scope (its entry steps). With `republish`, steps planned
     again are published even if an earlier attempt inserted them (crash recovery).
+    `held` are rows the caller holds already (the step that just finished), so a
+    linear chain continues without reading anything back.
     """
     if run.stop_status is not None:
         await close_stopped(rt, run, flow)
@@ -78,10 +81,10 @@ async def advance(
         else planner.next_candidates(scope.steps, settled)
     )
     loop_inputs = await _loop_inputs(rt, run, scope)
-    known: dict[str, StepRecord] = {}
+    known = {scope.local(row.key): row for row in held}
     queued_any = False
     while candidates:
-        await _load(rt, run, scope, candidates, known)
+        await _load(rt, run, scope, candidates, known, with_candidates=republish)
         if republish:
             await _republish_queued(
                 rt, run, [known[k] for k in candidates if k in known]
@@ -133,8 +136,17 @@ async def _load(
     scope: Scope,
     candidates: set[str],
     known: dict[str, StepRecord],
+    *,
+    with_candidates: bool,
 ) -> None:
-    needed = planner.needed_for(scope.steps, candidates)
+    """Read the rows that decide the candidates: their dependencies and When inputs.
+
+    The candidates' own rows are read only `with_candidates` (to republish them): else
+    a row that exists already simply refuses the insert-if-absent.
+    """
+    needed = planner.dependencies(scope.steps, candidates)
+    if with_candidates:
+        needed |= candidates
     for key in candidates:
         for condition in scope.steps[key].conditions.values():
             if condition.when:
@@ -390,11 +402,19 @@ async def step_settled(
     *,
     delay: timedelta | None = None,
     republish: bool = False,
+    row: StepRecord | None = None,
 ) -> None:
-    """Continue the scope of `key` now that it is final."""
+    """Continue the scope of `key` now that it is final (`row`: its row, if held)."""
     scope = flow.scope(_prefix(scope_of(key)))
     await advance(
-        rt, run, flow, scope, [scope.local(key)], delay=delay, republish=republish
+        rt,
+        run,
+        flow,
+        scope,
+        [scope.local(key)],
+        delay=delay,
+        republish=republish,
+        held=[row] if row is not None else [],
     )
 
 

@@ -10,6 +10,7 @@ import contextlib
 import json
 import traceback
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 
 import structlog
@@ -94,7 +95,7 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
             outcome.status.value,
             seconds=(rt.clock.now() - (step.started_at or now)).total_seconds(),
         )
-        await _after(rt, run, flow, step, outcome, result)
+        await _after(rt, run, flow, step, outcome, result, cancelled)
 
 
 @contextlib.asynccontextmanager
@@ -271,6 +272,7 @@ async def _after(
     step: StepRecord,
     outcome: Outcome,
     result: StepResult | None,
+    cancelled: asyncio.Event,
 ) -> None:
     now = rt.clock.now()
     log.info("step_finished", status=outcome.status.value)
@@ -315,8 +317,14 @@ async def _after(
     events.append(NewEvent(kind, now, step.key, (text or "")[:1000]))
     await adv.record_events(rt, run, events)
     delay_next = result.delay_next if isinstance(result, Succeeded) else None
-    run = await _fresh(rt, run)
-    await adv.step_settled(rt, run, flow, step.key, outcome.status, delay=delay_next)
+    if cancelled.is_set():  # the heartbeat saw the run stop: don't dispatch for it
+        run = await rt.stores.runs.get_run(run.run_id) or run
+    done = replace(
+        step, status=outcome.status, output=outcome.output, error=outcome.error
+    )
+    await adv.step_settled(
+        rt, run, flow, step.key, outcome.status, delay=delay_next, row=done
+    )
 
 
 def _park_delay(
@@ -358,11 +366,6 @@ async def wake(rt: Runtime, run: RunRecord, key: StepKey) -> bool:
         [Dispatch(run.flow_id, run.run_id, key, row.attempt + 1)]
     )
     return True
-
-
-async def _fresh(rt: Runtime, run: RunRecord) -> RunRecord:
-    """Re-read the run when it may have been cancelled while the handler ran."""
-    return await rt.stores.runs.get_run(run.run_id) or run
 
 
 async def _run_loop(

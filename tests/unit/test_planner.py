@@ -99,8 +99,10 @@ def test_a_step_accepting_skipped_runs_after_the_cascade():
     assert (ready, skipped) == (["e"], ["b", "c", "d"])
 
 
-def test_needed_for_lists_candidates_and_their_dependencies():
-    assert planner.needed_for(DIAMOND, ["d"]) == {"b", "c", "d"}
+def test_dependencies_are_the_run_after_keys_without_the_entry_marker():
+    steps = {**DIAMOND, "e": Step("T", run_after={"": after(when="true")})}
+
+    assert planner.dependencies(steps, ["d", "e"]) == {"b", "c"}
 
 
 def test_next_candidates_are_the_dependents():
