@@ -41,9 +41,12 @@ _STATUS_COLOURS: Final[Mapping[str, tuple[str, bool]]] = {
 _SPINNER: Final = "|/-\\"
 
 
-def status(text: str) -> str:
-    """A run, step or reply status in its colour (unknown ones stay plain)."""
-    found = _STATUS_COLOURS.get(text.lower())
+def status(text: str, *, like: str | None = None) -> str:
+    """A run, step or reply status in its colour (unknown ones stay plain).
+
+    `like` colours `text` as that status instead (`status("no", like="failed")`).
+    """
+    found = _STATUS_COLOURS.get((like or text).lower())
     if found is None:
         return text
     colour, bold = found
@@ -158,7 +161,6 @@ def clock_time(at: datetime) -> str:
     return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
-
 class Progress:
     """One line on a terminal's stderr, redrawn while a wait lasts: `label ... 3s`."""
 
@@ -195,7 +197,9 @@ class Progress:
 
 
 @contextlib.asynccontextmanager
-async def progress(label: str, *, stream: TextIO | None = None) -> AsyncIterator[Progress]:
+async def progress(
+    label: str, *, stream: TextIO | None = None
+) -> AsyncIterator[Progress]:
     """A `Progress` redrawn on stderr while the block runs, if stderr is a terminal.
 
     Elsewhere (a pipe, a file, a test) nothing is drawn, so stderr keeps only errors.
@@ -206,9 +210,10 @@ async def progress(label: str, *, stream: TextIO | None = None) -> AsyncIterator
         yield meter
         return
     stop = asyncio.Event()
-    async with asyncio.TaskGroup() as group:
-        group.create_task(meter.run_until(stop))
-        try:
-            yield meter
-        finally:
-            stop.set()
+    # A plain task, awaited below: a TaskGroup would wrap the block's own errors.
+    drawing = asyncio.create_task(meter.run_until(stop))
+    try:
+        yield meter
+    finally:
+        stop.set()
+        await drawing

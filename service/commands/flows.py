@@ -1,0 +1,180 @@
+"""`flowctl flows` and `flowctl schedules`: flows, their switches and cron triggers.
+
+List and show flows, enable and disable them; pause, resume, fire or re-time a cron
+trigger. Listing reads MongoDB; every change is a control message a worker answers.
+"""
+
+import click
+from pydantic import BaseModel
+
+from contracts.messages import (
+    DisableFlowMessage,
+    EnableFlowMessage,
+    PauseScheduleMessage,
+    ResumeScheduleMessage,
+    SetCronMessage,
+    TriggerScheduleNowMessage,
+)
+from service import operations, views
+from service.commands.common import (
+    CommandError,
+    control,
+    echo_json,
+    message,
+    now,
+    reply_options,
+    run,
+    target,
+)
+from service.mermaid import to_mermaid
+
+
+def _stored_flows(ctx: click.Context) -> list[views.FlowView]:
+    where = target(ctx)
+
+    async def read() -> list[views.FlowView]:
+        async with operations.database(where) as stores:
+            return await operations.flow_views(stores)
+
+    return run(read())
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def flows(ctx: click.Context, *, as_json: bool) -> None:
+    """List flows: version, enabled, triggers and schedules.
+
+    Subcommands show one flow, or enable or disable it.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    found = _stored_flows(ctx)
+    if as_json:
+        echo_json(views.flows_json(found))
+    else:
+        click.echo(views.flows_text(found, now=now()))
+
+
+@flows.command("show")
+@click.argument("flow")
+@click.option("--mermaid", is_flag=True, help="Print a Mermaid flowchart instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with the manifest).")
+@click.pass_context
+def show(ctx: click.Context, flow: str, *, mermaid: bool, as_json: bool) -> None:
+    """Show one flow (an id or a name): steps, triggers, schedules."""
+    where = target(ctx)
+
+    async def read() -> views.FlowView:
+        async with operations.database(where) as stores:
+            return await operations.find_flow(
+                stores, flow, where=f"in database '{where.database}'"
+            )
+
+    view = run(read())
+    if as_json:
+        echo_json(views.flow_json(view))
+    elif not mermaid:
+        click.echo(views.flow_text(view, now=now()))
+    elif view.flow is None:
+        raise CommandError(f"the stored manifest of flow '{flow}' can't be read")
+    else:
+        click.echo(to_mermaid(view.flow), nl=False)
+
+
+@flows.command("enable")
+@click.argument("flow")
+@reply_options
+@click.pass_context
+def enable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> None:
+    """Enable FLOW: its triggers start runs again."""
+    request = message(EnableFlowMessage, flow=flow)
+    control(ctx, "enable_flow", request, timeout=timeout, as_json=as_json)
+
+
+@flows.command("disable")
+@click.argument("flow")
+@reply_options
+@click.pass_context
+def disable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> None:
+    """Disable FLOW: its triggers and schedules start no run."""
+    request = message(DisableFlowMessage, flow=flow)
+    control(ctx, "disable_flow", request, timeout=timeout, as_json=as_json)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def schedules(ctx: click.Context, *, as_json: bool) -> None:
+    """List cron schedules. Subcommands pause, resume, fire or re-time one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = [(view, s) for view in _stored_flows(ctx) for s in view.schedules]
+    if as_json:
+        echo_json(
+            [dict(views.record_json(s), flow_name=v.record.name) for v, s in found]
+        )
+    elif not found:
+        click.echo("no schedules")
+    else:
+        click.echo(views.schedules_text(found, now=now()))
+
+
+def _schedule_command(
+    name: str, kind: str, model: type[BaseModel], summary: str
+) -> click.Command:
+    @schedules.command(name, help=f"{summary} (FLOW: an id or a name).")
+    @click.argument("flow")
+    @click.argument("trigger_key")
+    @reply_options
+    @click.pass_context
+    def command(
+        ctx: click.Context,
+        flow: str,
+        trigger_key: str,
+        *,
+        timeout: float,
+        as_json: bool,
+    ) -> None:
+        request = message(model, flow=flow, trigger_key=trigger_key)
+        control(ctx, kind, request, timeout=timeout, as_json=as_json)
+
+    return command
+
+
+pause = _schedule_command(
+    "pause", "pause_schedule", PauseScheduleMessage, "Pause a cron trigger"
+)
+resume = _schedule_command(
+    "resume", "resume_schedule", ResumeScheduleMessage, "Resume a paused cron trigger"
+)
+fire = _schedule_command(
+    "trigger",
+    "trigger_schedule_now",
+    TriggerScheduleNowMessage,
+    "Fire a cron trigger once, now, paused or not",
+)
+
+
+@schedules.command("set-cron")
+@click.argument("flow")
+@click.argument("trigger_key")
+@click.argument("cron", required=False)
+@click.option("--clear", is_flag=True, help="Drop the override: the flow's cron again.")
+@reply_options
+@click.pass_context
+def set_cron(
+    ctx: click.Context,
+    flow: str,
+    trigger_key: str,
+    cron: str | None,
+    *,
+    clear: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Override the cron of a trigger with CRON, or --clear the override."""
+    if clear == (cron is not None):
+        raise click.UsageError("give a CRON expression or --clear, not both or neither")
+    request = message(SetCronMessage, flow=flow, trigger_key=trigger_key, cron=cron)
+    control(ctx, "set_cron", request, timeout=timeout, as_json=as_json)
