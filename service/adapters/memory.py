@@ -24,6 +24,8 @@ from service.engine.model import (
     scope_of,
 )
 from service.engine.records import (
+    ATTEMPTS_KEPT,
+    TIMED_OUT_REASON,
     Attempt,
     Claim,
     Delivery,
@@ -42,10 +44,6 @@ from service.engine.records import (
 )
 from service.errors import UnknownReferenceError
 from service.ports import Dispatch
-
-ATTEMPTS_KEPT = 50
-"""A step row keeps its latest attempts only, so a step polled for days stays small."""
-TIMED_OUT_REASON = "Run timed out."
 
 _Scopes = dict[str, dict[StepKey, StepRecord]]
 """One run's step rows by scope ("", "loop" for iterations, "loop.3" ...) and key."""

@@ -20,6 +20,10 @@ from service.engine.model import (
 )
 
 PREREQUISITES_UNMET = "Prerequisite status did not satisfy runAfter conditions."
+TIMED_OUT_REASON = "Run timed out."
+"""The cancel reason a timeout records when the run had none."""
+ATTEMPTS_KEPT = 50
+"""Attempt entries a step row keeps (the newest); `attempt` still counts them all."""
 
 
 @dataclass(frozen=True, slots=True)

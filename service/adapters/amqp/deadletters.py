@@ -26,7 +26,11 @@ from aio_pika.abc import (
 )
 
 from service.adapters.amqp.client import connected, existing_exchange, existing_queue
-from service.adapters.amqp.dispatcher import open_publishing_channel, publish_message
+from service.adapters.amqp.dispatcher import (
+    copy_of,
+    open_publishing_channel,
+    publish_message,
+)
 from service.adapters.amqp.topology import Names
 from service.engine.model import Json
 from service.errors import UnavailableError
@@ -266,20 +270,7 @@ def fresh_copy(message: AbstractIncomingMessage) -> Message:
     """The letter as it is, for the back of its queue, without the return count."""
     headers = dict(message.headers or {})
     headers.pop("x-delivery-count", None)
-    return Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )
+    return copy_of(message, headers=headers)
 
 
 def jsonable(value: object) -> Json:

@@ -126,8 +126,15 @@ def dead_letter(message: AbstractIncomingMessage, reason: str, detail: str) -> M
     }
     headers = dict(message.headers or {})
     headers.update({name: value for name, value in facts.items() if value is not None})
-    # No expiration (a dead letter waits for a human) and no user_id (the broker
-    # refuses one that is not the publishing connection's user).
+    return copy_of(message, headers=headers)
+
+
+def copy_of(message: AbstractIncomingMessage, *, headers: HeadersType) -> Message:
+    """A persistent copy of a received message with other headers.
+
+    No expiration (a copy waits for a human) and no user_id (the broker refuses one
+    that is not the publishing connection's user).
+    """
     return Message(
         message.body,
         headers=headers,

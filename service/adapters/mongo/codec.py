@@ -50,10 +50,6 @@ WAITERS: Final = "waiters"
 FLOWS: Final = "flows"
 SCHEDULES: Final = "schedules"
 
-ATTEMPTS_KEPT: Final = 50
-"""A step document keeps its latest attempts only, as the memory store does."""
-TIMED_OUT_REASON: Final = "Run timed out."
-
 
 def row_id(run_id: str, key: str) -> str:
     """`<run>/<key>`: the `_id` of a step or waiter; run ids hold no '/'."""

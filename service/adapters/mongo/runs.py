@@ -49,7 +49,6 @@ from service.adapters.mongo.codec import (
     LOOP_ITEMS,
     RUNS,
     STEPS,
-    TIMED_OUT_REASON,
     Document,
     run_document,
     run_record,
@@ -58,7 +57,7 @@ from service.adapters.mongo.loops import LoopItems
 from service.adapters.mongo.outage import translates_outages
 from service.adapters.mongo.steps import StepRows
 from service.engine.model import RunId, RunStatus
-from service.engine.records import RunRecord
+from service.engine.records import TIMED_OUT_REASON, RunRecord
 
 _RUNNING = str(RunStatus.RUNNING)
 

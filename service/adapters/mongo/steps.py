@@ -14,7 +14,6 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from service.adapters.mongo.codec import (
-    ATTEMPTS_KEPT,
     Document,
     attempt_document,
     dumps,
@@ -32,7 +31,13 @@ from service.engine.model import (
     StepKey,
     StepStatus,
 )
-from service.engine.records import Claim, NewStep, Outcome, StepRecord
+from service.engine.records import (
+    ATTEMPTS_KEPT,
+    Claim,
+    NewStep,
+    Outcome,
+    StepRecord,
+)
 
 _FINAL = [str(status) for status in FINAL_STATUSES]
 _IN_FLIGHT = [str(status) for status in IN_FLIGHT_STATUSES]
