@@ -1,5 +1,6 @@
 """`MongoEventStore`: each run's events (SPEC §6.1), numbered per run.
 
+Written with w:1 (telemetry; every other collection uses the configured write concern).
 `events {run_id, seq, type, at, step_key, message}`, unique on (run_id, seq): one small
 document per event, so a run with 10,000 events has 10,000 small documents. Sequence
 numbers come from `event_counters {_id: run id, seq}`: one `$inc` reserves a block for a
@@ -9,7 +10,7 @@ between the two leaves a gap in the numbers, never a duplicate or a step backwar
 
 from collections.abc import Sequence
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -22,8 +23,12 @@ from service.engine.records import Event, NewEvent
 @translates_outages
 class MongoEventStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._events = db[EVENTS]
-        self._counters = db[EVENT_COUNTERS]
+        # Events are telemetry (SPEC 6.1: best effort, never fail a run), so they skip
+        # the majority and journal wait every state transition pays: w:1 halves the
+        # cost of the two writes each executed step adds here.
+        telemetry = WriteConcern(w=1)
+        self._events = db.get_collection(EVENTS, write_concern=telemetry)
+        self._counters = db.get_collection(EVENT_COUNTERS, write_concern=telemetry)
 
     async def append(self, run_id: RunId, events: Sequence[NewEvent]) -> None:
         if not events:
