@@ -462,3 +462,37 @@ async def test_an_undeclared_step_in_inputs_fails_the_step():
     result = await host.trigger("t")
 
     assert result.steps["a"].status is F
+
+
+async def test_the_reconciler_republishes_a_dispatch_whose_message_was_lost():
+    host, calls = make_host({"a": Step("Ok"), "b": Step("Ok", run_after={"a": []})})
+    started = await host.trigger("t", settle=False)
+    host.dispatcher.clear()  # the publish of `a` never reached the broker
+
+    await host.advance(host.runtime.options.reconcile_after + timedelta(seconds=1))
+    await host.settle()
+    result = await host.result(started.run_id)
+
+    assert result.status is RunStatus.SUCCEEDED
+    assert calls.count == {"a": 1, "b": 1}
+
+
+async def test_the_reconciler_takes_back_a_step_whose_worker_died():
+    host, calls = make_host({"a": Step("Ok")})
+    started = await host.trigger("t", settle=False)
+    message = host.dispatcher.take()
+    await host.stores.runs.claim(  # a worker claims `a`, then dies without a trace
+        started.run_id,
+        StepKey("a"),
+        job_id=JobId(message.message_id),
+        now=host.clock.now(),
+        lease=host.runtime.options.lease,
+    )
+
+    await host.advance(host.runtime.options.lease + timedelta(seconds=11))
+    await host.settle()
+    result = await host.result(started.run_id)
+
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.steps["a"].attempts == 2
+    assert calls.count == {"a": 1}
