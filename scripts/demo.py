@@ -233,7 +233,7 @@ async def show(db: Database, run_id: str, demo: Demo) -> bool:
         output = row.get("output")
         error = (row.get("error") or "").strip()
         # Of a traceback, the last line says what went wrong.
-        shown = output if output not in (None, "null") else error.rsplit("\n", 1)[-1]
+        shown = output if output not in (None, "null") else error.split("\n", 1)[0]
         say(f"     {row['key']:<18} {row['status']:<10} {_short(shown)}")
     return good
 

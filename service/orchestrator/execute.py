@@ -226,8 +226,9 @@ async def _invoke(
         return await invoke(handler, ctx, inputs)
     except Exception as exc:  # a flow author's exception is a step result
         log.exception("step_handler_failed")
-        text = "".join(traceback.format_exception(exc))
-        return Failed(text[-8000:])
+        # The exception first (what tables and events show), then where it came from.
+        trace = "".join(traceback.format_exception(exc))
+        return Failed(f"{type(exc).__name__}: {exc}\n\n{trace[-8000:]}")
 
 
 def _outcome(
