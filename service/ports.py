@@ -221,12 +221,13 @@ class RunStore(Protocol):
         ...
 
     async def advance_loop(
-        self, run_id: RunId, key: StepKey, *, failed: bool
+        self, run_id: RunId, key: StepKey, *, index: int, failed: bool
     ) -> LoopState:
-        """Count one more finished iteration (and a failed one if `failed`) atomically.
+        """Count iteration `index` finished (and failed if `failed`), once, atomically.
 
-        Returns the counters after this increment, so each caller sees a distinct
-        `finished`.
+        Returns the counters after this call. Counting an iteration again changes
+        nothing, so a continuation cut short may repeat it; each first count sees a
+        distinct `finished`.
         """
         ...
 

@@ -57,6 +57,8 @@ class InMemoryRunStore:
         self._keys: dict[tuple[FlowId, TriggerKey, str], RunId] = {}
         self._rows: dict[RunId, _Scopes] = {}
         self._items: dict[RunId, dict[StepKey, list[Json]]] = {}
+        self._counted: dict[RunId, dict[StepKey, set[int]]] = {}
+        """Per loop, the iterations `advance_loop` has counted."""
         # Queued and Running rows of every run: what the sweeper asks about, kept apart
         # so its queries never walk finished rows.
         self._live: dict[tuple[RunId, StepKey], StepRecord] = {}
@@ -276,6 +278,7 @@ class InMemoryRunStore:
             return row.loop
         state = LoopState(total=len(items), concurrency=concurrency)
         self._items.setdefault(run_id, {})[key] = [_copied(item) for item in items]
+        self._counted.setdefault(run_id, {})[key] = set()
         self._put(replace(row, loop=state))
         return state
 
@@ -288,11 +291,15 @@ class InMemoryRunStore:
         return _copied(items[index])
 
     async def advance_loop(
-        self, run_id: RunId, key: StepKey, *, failed: bool
+        self, run_id: RunId, key: StepKey, *, index: int, failed: bool
     ) -> LoopState:
         row = self._existing(run_id, key)
         if row.loop is None:
             raise UnknownReferenceError("loop", f"{run_id}/{key}")
+        counted = self._counted.setdefault(run_id, {}).setdefault(key, set())
+        if index in counted:
+            return row.loop
+        counted.add(index)
         state = replace(
             row.loop,
             finished=row.loop.finished + 1,
@@ -361,6 +368,7 @@ class InMemoryRunStore:
                 for step in rows:
                     self._live.pop((run_id, step), None)
             self._items.pop(run_id, None)
+            self._counted.pop(run_id, None)
 
     def _row(self, run_id: RunId, key: StepKey) -> StepRecord | None:
         return self._rows.get(run_id, {}).get(scope_of(key), {}).get(key)

@@ -155,6 +155,8 @@ class Timer:
     due_at: datetime
     run_id: RunId
     step_key: StepKey | None = None
+    attempt: int | None = None
+    """For a requeue: the attempt that parked the step; a later one is not woken."""
 
 
 @dataclass(frozen=True, slots=True)

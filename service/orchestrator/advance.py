@@ -116,7 +116,7 @@ async def advance(
             scope.steps, [scope.local(r.key) for r in skipped]
         )
     if not queued_any:
-        await settle_scope(rt, run, flow, scope)
+        await settle_scope(rt, run, flow, scope, repeat=republish)
 
 
 async def _republish_queued(
@@ -293,8 +293,13 @@ def _as_record(run: RunRecord, row: NewStep, at: datetime) -> StepRecord:
     )
 
 
-async def settle_scope(rt: Runtime, run: RunRecord, flow: Flow, scope: Scope) -> None:
-    """Complete the scope (the run, or a ForEach iteration) once every step is final."""
+async def settle_scope(
+    rt: Runtime, run: RunRecord, flow: Flow, scope: Scope, *, repeat: bool = False
+) -> None:
+    """Complete the scope (the run, or a ForEach iteration) once every step is final.
+
+    `repeat`: this may be a continuation a crash cut short, so finish what it began.
+    """
     runs = rt.stores.runs
     if await runs.count_final(run.run_id, scope.name) < len(scope.steps):
         return
@@ -304,7 +309,7 @@ async def settle_scope(rt: Runtime, run: RunRecord, flow: Flow, scope: Scope) ->
     if not scope.prefix:
         await complete_run(rt, run, run.stop_status or status)
     else:
-        await finish_iteration(rt, run, flow, scope, status)
+        await finish_iteration(rt, run, flow, scope, status, repeat=repeat)
 
 
 async def complete_run(rt: Runtime, run: RunRecord, status: RunStatus) -> None:
@@ -347,24 +352,40 @@ def _millis(at: datetime) -> int:
 
 
 async def finish_iteration(
-    rt: Runtime, run: RunRecord, flow: Flow, scope: Scope, status: RunStatus
+    rt: Runtime,
+    run: RunRecord,
+    flow: Flow,
+    scope: Scope,
+    status: RunStatus,
+    *,
+    repeat: bool = False,
 ) -> None:
-    """An iteration is done: count it, start the next, finish the loop at the end."""
+    """An iteration is done: settle it, count it, start its successor, end the loop.
+
+    Iteration i's successor is i + concurrency (the loop runs `concurrency` lanes), so
+    what it starts does not depend on when it finished: every write below is guarded
+    or insert-if-absent, and a `repeat` (the redelivery of a continuation a crash cut
+    short) redoes all of them, whoever settled the iteration first.
+    """
     runs = rt.stores.runs
     now = rt.clock.now()
-    row_key = StepKey(scope.name)
     outcome = Outcome(_STEP_STATUS.get(status, StepStatus.FAILED))
-    if not await runs.settle(
-        run.run_id, row_key, outcome, expected=frozenset({StepStatus.PENDING}), now=now
-    ):
-        return
-    loop_key = StepKey(scope_of(scope.name))
-    state = await runs.advance_loop(
-        run.run_id, loop_key, failed=status is RunStatus.FAILED
+    won = await runs.settle(
+        run.run_id,
+        StepKey(scope.name),
+        outcome,
+        expected=frozenset({StepStatus.PENDING}),
+        now=now,
     )
-    index = state.finished + state.concurrency - 1
-    if index < state.total:
-        await start_iteration(rt, run, flow, loop_key, index)
+    if not (won or repeat):
+        return  # a concurrent continuation of this iteration settled it
+    loop_key = StepKey(scope_of(scope.name))
+    index = int(scope.name.rpartition(".")[2])
+    state = await runs.advance_loop(
+        run.run_id, loop_key, index=index, failed=status is RunStatus.FAILED
+    )
+    if index + state.concurrency < state.total:
+        await start_iteration(rt, run, flow, loop_key, index + state.concurrency)
     if not state.is_done:
         return
     loop_status = StepStatus.FAILED if state.failed else StepStatus.SUCCEEDED
@@ -372,25 +393,33 @@ async def finish_iteration(
     error = (
         f"{state.failed} of {state.total} iterations failed." if state.failed else None
     )
-    if await runs.settle(
+    settled = await runs.settle(
         run.run_id,
         loop_key,
         Outcome(loop_status, output, error),
         expected=frozenset({StepStatus.PENDING}),
         now=now,
-    ):
-        await step_settled(rt, run, flow, loop_key, loop_status)
+    )
+    if settled or repeat:
+        await step_settled(rt, run, flow, loop_key, loop_status, republish=not settled)
 
 
 async def start_iteration(
     rt: Runtime, run: RunRecord, flow: Flow, loop_key: StepKey, index: int
 ) -> None:
-    item = await rt.stores.runs.loop_item(run.run_id, loop_key, index)
+    """Insert iteration `index` and start its steps; a finished one is left alone."""
+    runs = rt.stores.runs
     key = StepKey(f"{loop_key}.{index}")
+    item = await runs.loop_item(run.run_id, loop_key, index)
     inputs: dict[str, Json] = {"__loopItem": item, "__loopIndex": index}
     row = NewStep(key, ITERATION, StepStatus.PENDING, inputs=inputs)
-    await rt.stores.runs.add_steps(run.run_id, [row], at=rt.clock.now())
-    await advance(rt, run, flow, flow.scope(f"{key}."), None, republish=True)
+    inserted = bool(await runs.add_steps(run.run_id, [row], at=rt.clock.now()))
+    if not inserted:
+        existing = (await runs.steps(run.run_id, [key])).get(key)
+        if existing is None or existing.status.is_final:
+            return  # its own continuation counted it (or will, on redelivery)
+    # Started before (by an attempt a crash cut short): publish its steps again.
+    await advance(rt, run, flow, flow.scope(f"{key}."), None, republish=not inserted)
 
 
 async def step_settled(

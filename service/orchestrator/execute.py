@@ -78,6 +78,11 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
     ):
         async with _heartbeat(rt, step, cancelled):
             outcome, result = await _execute(rt, run, flow, step, cancelled)
+            # A step that parks for a delay gets its wake-up before it parks: a crash
+            # between the two must not leave it Pending with nothing to wake it.
+            timer = _requeue_timer(rt, run, flow, step, outcome, result)
+            if timer is not None:
+                await rt.stores.timers.set(timer)
             finished = await runs.finish(
                 run.run_id,
                 step.key,
@@ -88,6 +93,8 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
             )
         if not finished:
             log.warning("step_result_discarded", reason="claim_lost")
+            if timer is not None:
+                await rt.stores.timers.delete(timer.id)
             return
         rt.telemetry.step_finished(
             run.flow_id,
@@ -152,9 +159,11 @@ async def _recover(rt: Runtime, step: StepRecord) -> None:
     if step.status.is_final:
         run, flow = await _load_run(rt, step)
         await adv.step_settled(rt, run, flow, step.key, step.status, republish=True)
-    elif step.status is StepStatus.PENDING and step.loop is not None:
+    elif step.status is StepStatus.PENDING:
+        # Parked: a retry or poll has its timer already; a loop or a signal wait may
+        # not have reached what follows the park.
         run, flow = await _load_run(rt, step)
-        await _start_loop_iterations(rt, run, flow, step)
+        await _after_park(rt, run, flow, step)
 
 
 async def _execute(
@@ -297,16 +306,6 @@ async def _after(
             )
         )
         await adv.record_events(rt, run, events)
-        if delay is not None:
-            await rt.stores.timers.set(
-                Timer(
-                    f"requeue:{run.run_id}:{step.key}:{step.attempt}",
-                    TimerKind.REQUEUE,
-                    now + delay,
-                    run.run_id,
-                    step.key,
-                )
-            )
         await _after_park(rt, run, flow, step)
         return
     kind = "step.failed" if outcome.status is StepStatus.FAILED else "step.completed"
@@ -328,6 +327,30 @@ async def _after(
     )
 
 
+def _requeue_timer(
+    rt: Runtime,
+    run: RunRecord,
+    flow: Flow,
+    step: StepRecord,
+    outcome: Outcome,
+    result: StepResult | None,
+) -> Timer | None:
+    """The wake-up of a step this attempt parks for a delay (a poll or a retry)."""
+    if outcome.status is not StepStatus.PENDING:
+        return None
+    delay = _park_delay(flow.find(step.key), step, result)
+    if delay is None:
+        return None
+    return Timer(
+        f"requeue:{run.run_id}:{step.key}:{step.attempt}",
+        TimerKind.REQUEUE,
+        rt.clock.now() + delay,
+        run.run_id,
+        step.key,
+        attempt=step.attempt,
+    )
+
+
 def _park_delay(
     manifest: Step | None, step: StepRecord, result: StepResult | None
 ) -> timedelta | None:
@@ -345,7 +368,9 @@ async def _after_park(
     if manifest is None:
         return
     if manifest.is_loop:
-        parked = (await rt.stores.runs.steps(run.run_id, [step.key])).get(step.key)
+        parked = step if step.loop is not None else None
+        if parked is None:
+            parked = (await rt.stores.runs.steps(run.run_id, [step.key])).get(step.key)
         if parked is not None:
             await _start_loop_iterations(rt, run, flow, parked)
     elif manifest.type.lower() == WAIT_FOR_SIGNAL.lower():
@@ -356,10 +381,15 @@ async def _after_park(
             await wake(rt, run, step.key)
 
 
-async def wake(rt: Runtime, run: RunRecord, key: StepKey) -> bool:
-    """Requeue a parked step and publish it; False when it was not parked."""
+async def wake(
+    rt: Runtime, run: RunRecord, key: StepKey, *, attempt: int | None = None
+) -> bool:
+    """Requeue a parked step (parked by `attempt`, if given) and publish it.
+
+    False when it was not parked (or a later attempt parked it).
+    """
     row = await rt.stores.runs.requeue(
-        run.run_id, key, expected=_PARKED, now=rt.clock.now()
+        run.run_id, key, expected=_PARKED, now=rt.clock.now(), attempt=attempt
     )
     if row is None:
         return False
@@ -404,12 +434,11 @@ async def _run_loop(
 async def _start_loop_iterations(
     rt: Runtime, run: RunRecord, flow: Flow, step: StepRecord
 ) -> None:
+    """Start the first iteration of each lane; each finished one starts the next."""
     state = step.loop
     if state is None:
         return
-    first = state.finished
-    last = min(state.total, state.finished + state.concurrency)
-    for index in range(first, last):
+    for index in range(min(state.total, state.concurrency)):
         await adv.start_iteration(rt, run, flow, step.key, index)
 
 

@@ -4,7 +4,8 @@ Called by the scheduler loop of every worker; every action is guarded, so any nu
 replicas may run them at once and each timer, tick or repair happens once.
 """
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -33,12 +34,20 @@ from service.ports import Dispatch
 
 log = structlog.get_logger()
 
+_PARKING_GRACE = timedelta(seconds=1)
+
 
 async def fire_timer(rt: Runtime, timer: Timer) -> None:
     run = await rt.stores.runs.get_run(timer.run_id)
     if run is not None and timer.step_key is not None:
         if timer.kind is TimerKind.REQUEUE:
-            await wake(rt, run, timer.step_key)
+            woken = await wake(rt, run, timer.step_key, attempt=timer.attempt)
+            if not woken and await _still_parking(rt, timer):
+                # Set before its attempt parks the step; due again once it has.
+                await rt.stores.timers.set(
+                    replace(timer, due_at=rt.clock.now() + _PARKING_GRACE)
+                )
+                return
         elif timer.kind is TimerKind.PUBLISH:
             rows = await rt.stores.runs.steps(run.run_id, [timer.step_key])
             row = rows.get(timer.step_key)
@@ -49,6 +58,20 @@ async def fire_timer(rt: Runtime, timer: Timer) -> None:
     elif timer.kind is TimerKind.DEADLINE:
         await control.time_out(rt, timer.run_id)
     await rt.stores.timers.delete(timer.id)
+
+
+async def _still_parking(rt: Runtime, timer: Timer) -> bool:
+    """Is the attempt that set this requeue timer still recording its result?"""
+    if timer.attempt is None or timer.step_key is None:
+        return False
+    row = (await rt.stores.runs.steps(timer.run_id, [timer.step_key])).get(
+        timer.step_key
+    )
+    return (
+        row is not None
+        and row.status is StepStatus.RUNNING
+        and row.attempt == timer.attempt
+    )
 
 
 async def reconcile(rt: Runtime, *, limit: int = 100) -> int:

@@ -42,7 +42,7 @@ class LoopContract:
         self, stores: Stores, clock: FrozenClock
     ):
         run_id = await a_loop(stores, clock, ["a", "b"])
-        await stores.runs.advance_loop(run_id, LOOP, failed=False)
+        await stores.runs.advance_loop(run_id, LOOP, index=0, failed=False)
 
         state = await stores.runs.start_loop(
             run_id, LOOP, ["x", "y", "z"], concurrency=5
@@ -70,7 +70,7 @@ class LoopContract:
         with pytest.raises(UnknownReferenceError):
             await stores.runs.loop_item(run_id, LOOP, 0)
         with pytest.raises(UnknownReferenceError):
-            await stores.runs.advance_loop(run_id, LOOP, failed=False)
+            await stores.runs.advance_loop(run_id, LOOP, index=0, failed=False)
         with pytest.raises(UnknownReferenceError):
             await stores.runs.start_loop(run_id, StepKey("nope"), [], concurrency=1)
 
@@ -80,8 +80,8 @@ class LoopContract:
         run_id = await a_loop(stores, clock, ["a", "b", "c"])
 
         states = [
-            await stores.runs.advance_loop(run_id, LOOP, failed=failed)
-            for failed in (False, True, False)
+            await stores.runs.advance_loop(run_id, LOOP, index=index, failed=failed)
+            for index, failed in enumerate((False, True, False))
         ]
 
         assert [(s.finished, s.failed, s.is_done) for s in states] == [
@@ -98,7 +98,7 @@ class LoopContract:
 
         states = await asyncio.gather(
             *(
-                stores.runs.advance_loop(run_id, LOOP, failed=n % 2 == 0)
+                stores.runs.advance_loop(run_id, LOOP, index=n, failed=n % 2 == 0)
                 for n in range(CROWD)
             )
         )
@@ -106,6 +106,33 @@ class LoopContract:
         assert sorted(s.finished for s in states) == list(range(1, CROWD + 1))
         final = (await row_of(stores, run_id, "loop")).loop
         assert final == LoopState(CROWD, 2, finished=CROWD, failed=CROWD // 2)
+
+    async def test_an_iteration_counted_again_changes_nothing(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        # A continuation cut short by a crash counts its iteration again on redelivery.
+        run_id = await a_loop(stores, clock, [str(n) for n in range(200)])
+        await stores.runs.advance_loop(run_id, LOOP, index=130, failed=True)
+
+        again = await stores.runs.advance_loop(run_id, LOOP, index=130, failed=True)
+        other = await stores.runs.advance_loop(run_id, LOOP, index=7, failed=False)
+
+        assert again == LoopState(200, 2, finished=1, failed=1)
+        assert other == LoopState(200, 2, finished=2, failed=1)
+
+    async def test_64_concurrent_counts_of_one_iteration_count_it_once(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run_id = await a_loop(stores, clock, [str(n) for n in range(CROWD)])
+
+        states = await asyncio.gather(
+            *(
+                stores.runs.advance_loop(run_id, LOOP, index=5, failed=True)
+                for _ in range(CROWD)
+            )
+        )
+
+        assert {(s.finished, s.failed) for s in states} == {(1, 1)}
 
     async def test_step_values_are_stored_by_value(
         self, stores: Stores, clock: FrozenClock

@@ -164,7 +164,10 @@ async def test_64_finished_iterations_each_see_a_distinct_count(stores: MongoSto
     await stores.runs.start_loop(run_id, loop, list(range(CROWD)), concurrency=8)
 
     states = await asyncio.gather(
-        *(stores.runs.advance_loop(run_id, loop, failed=n < 5) for n in range(CROWD))
+        *(
+            stores.runs.advance_loop(run_id, loop, index=n, failed=n < 5)
+            for n in range(CROWD)
+        )
     )
 
     assert sorted(state.finished for state in states) == list(range(1, CROWD + 1))
@@ -226,8 +229,8 @@ async def a_big_loop(stores: MongoStores) -> tuple[RunId, StepKey, list[Json]]:
     for start in range(0, ITEMS, 500):
         await asyncio.gather(
             *(
-                stores.runs.advance_loop(run_id, loop, failed=False)
-                for _ in range(start, start + 500)
+                stores.runs.advance_loop(run_id, loop, index=n, failed=False)
+                for n in range(start, start + 500)
             )
         )
     return run_id, loop, items

@@ -235,6 +235,7 @@ def timer_document(timer: Timer) -> Document:
         "due_at": timer.due_at,
         "run_id": timer.run_id,
         "step_key": timer.step_key,
+        "attempt": timer.attempt,
         "owner": None,
         "lease_until": None,
         "token": None,
@@ -249,6 +250,7 @@ def timer_record(doc: Document) -> Timer:
         due_at=doc["due_at"],
         run_id=RunId(doc["run_id"]),
         step_key=None if step_key is None else StepKey(step_key),
+        attempt=doc.get("attempt"),
     )
 
 

@@ -1,7 +1,9 @@
 """ForEach items and counters of the MongoDB run store.
 
 Part of `MongoRunStore` (see `runs.py`). The counters live on the loop's step document
-(`loop: {total, concurrency, finished, failed}`, one `$inc` per finished iteration);
+(`loop: {total, concurrency, finished, failed, done}`: one guarded `$inc` per
+finished iteration, `done` a bitmap of the iterations counted, 63 per word, so a count
+repeated after a crash changes nothing);
 the items live apart in `loop_items`, in chunks of at most 256 items and about 256 KB
 of JSON, so a loop of any length keeps every document small and reading one item costs
 the same whatever the loop's length: one aggregate that returns that item alone.
@@ -10,6 +12,7 @@ the same whatever the loop's length: one aggregate that returns that item alone.
 from collections.abc import Iterator, Sequence
 from typing import Final
 
+from bson import Int64
 from pymongo import ReplaceOne, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
@@ -26,6 +29,12 @@ from service.adapters.mongo.outage import duplicates_only
 from service.engine.model import Json, RunId, StepKey
 from service.engine.records import LoopState
 from service.errors import UnknownReferenceError
+
+_WORD_BITS: Final = 63
+"""Iterations per word of the counted-iterations bitmap (a signed 64-bit integer)."""
+_COUNTERS: Final = {
+    f"loop.{name}": 1 for name in ("total", "concurrency", "finished", "failed")
+}
 
 CHUNK_ITEMS: Final = 256
 CHUNK_BYTES: Final = 256 * 1024
@@ -94,17 +103,28 @@ class LoopItems:
         return loads(chunk["item"])
 
     async def advance_loop(
-        self, run_id: RunId, key: StepKey, *, failed: bool
+        self, run_id: RunId, key: StepKey, *, index: int, failed: bool
     ) -> LoopState:
         _id = row_id(run_id, key)
+        word, bit = divmod(index, _WORD_BITS)
+        done = f"loop.done.{word}"
         advanced = await self._steps.find_one_and_update(
-            {"_id": _id, "loop": {"$ne": None}},
-            {"$inc": {"loop.finished": 1, "loop.failed": 1 if failed else 0}},
-            projection={"loop": 1},
+            {
+                "_id": _id,
+                "loop": {"$ne": None},
+                "$or": [{done: {"$exists": False}}, {done: {"$bitsAllClear": [bit]}}],
+            },
+            {
+                "$inc": {"loop.finished": 1, "loop.failed": 1 if failed else 0},
+                "$bit": {done: {"or": Int64(1 << bit)}},
+            },
+            projection=_COUNTERS,
             return_document=ReturnDocument.AFTER,
         )
-        if advanced is None:
-            raise UnknownReferenceError("loop", _id)
+        if advanced is None:  # counted before, or no loop at all
+            advanced = await self._steps.find_one({"_id": _id}, _COUNTERS)
+            if advanced is None or advanced.get("loop") is None:
+                raise UnknownReferenceError("loop", _id)
         return loop_state(advanced["loop"])
 
     async def _write_chunks(

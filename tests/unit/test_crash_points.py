@@ -1,0 +1,318 @@
+"""A worker killed after any write loses nothing (DESIGN invariants, decisions 7-8).
+
+For each flow, a clean run counts the writes (store writes and publishes) that running
+it takes. Then, for every N, the run is done again with a crash right after write N:
+the message being handled is redelivered (as RabbitMQ does when a worker's connection
+dies) and the run goes on. Every such run must end like the clean one, every step final,
+with each handler invoked at least as often as in the clean run and at most once more.
+"""
+
+import itertools
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from service.engine.model import (
+    Flow,
+    FlowId,
+    JobId,
+    RetryPolicy,
+    RunId,
+    Step,
+    StepStatus,
+    after,
+    for_each,
+    wait_for_signal,
+)
+from service.orchestrator.api import Orchestrator
+from service.orchestrator.runtime import StepRequest, TriggerRequest
+from service.ports import (
+    Dispatch,
+    EventStore,
+    FlowStore,
+    RunStore,
+    ScheduleStore,
+    SignalStore,
+    TimerStore,
+)
+from service.steps.handlers import Failed, Handlers, Pending, StepContext
+from service.testing import FlowTestHost
+
+FLOW_ID = FlowId("9d2f8e1a-0000-4000-8000-00000000c4a5")
+
+WRITES = frozenset(
+    {
+        # RunStore
+        "create_run",
+        "mark_started",
+        "claim",
+        "extend_lease",
+        "finish",
+        "settle",
+        "requeue",
+        "add_steps",
+        "reset_steps",
+        "complete_run",
+        "reopen_run",
+        "request_cancel",
+        "mark_timed_out",
+        "start_loop",
+        "advance_loop",
+        # EventStore, TimerStore, SignalStore
+        "append",
+        "set",
+        "delete",
+        "register",
+        "deliver",
+        # Dispatcher
+        "publish",
+    }
+)
+
+
+class Crash(BaseException):
+    """The worker died right after a write."""
+
+
+class Fuse:
+    """Counts writes; blows once, right after write number `at`."""
+
+    def __init__(self, at: int | None = None) -> None:
+        self.at = at
+        self.count = 0
+        self.blown: str | None = None
+
+    def tick(self, what: str) -> None:
+        self.count += 1
+        if self.count == self.at:
+            self.blown = f"{what} (write {self.count})"
+            raise Crash(self.blown)
+
+
+class Crashing:
+    """A store or dispatcher whose writes go through the fuse."""
+
+    def __init__(self, target: object, fuse: Fuse) -> None:
+        self._target = target
+        self._fuse = fuse
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name not in WRITES:
+            return attr
+
+        async def write(*args: Any, **kwargs: Any) -> Any:
+            result = await attr(*args, **kwargs)
+            self._fuse.tick(name)
+            return result
+
+        return write
+
+
+@dataclass(frozen=True)
+class CrashingStores:
+    runs: RunStore
+    events: EventStore
+    timers: TimerStore
+    signals: SignalStore
+    flows: FlowStore
+    schedules: ScheduleStore
+    purge: Callable[..., Awaitable[int]]
+
+
+class Ran:
+    """What one run did: its outcome, and how often each handler ran."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+
+def make(
+    flow_steps: dict[str, Step], fuse: Fuse
+) -> tuple[FlowTestHost, Orchestrator, Ran]:
+    ran = Ran()
+    handlers = Handlers()
+
+    @handlers.handler("Ok")
+    async def ok(ctx: StepContext, inputs: dict[str, Any]) -> object:
+        ran.calls[ctx.step_key] += 1
+        return {"step": ctx.step_key}
+
+    @handlers.handler("Flaky")
+    async def flaky(ctx: StepContext, inputs: dict[str, Any]) -> object:
+        ran.calls[ctx.step_key] += 1
+        if ran.calls[ctx.step_key] == 1:
+            return Failed("the first call fails")
+        return {"calls": ran.calls[ctx.step_key]}
+
+    @handlers.handler("Poll")
+    async def poll(ctx: StepContext, inputs: dict[str, Any]) -> object:
+        ran.calls[ctx.step_key] += 1
+        polls = int(inputs.get("polls", 0)) + 1
+        if polls < 3:
+            return Pending(timedelta(seconds=5), inputs={"polls": polls})
+        return {"polls": polls}
+
+    @handlers.handler("Item")
+    async def item(ctx: StepContext, inputs: dict[str, Any]) -> object:
+        ran.calls[ctx.step_key] += 1
+        if inputs["__loopItem"] == 3:
+            return Failed("item 3 is bad")
+        return {"item": inputs["__loopItem"]}
+
+    host = FlowTestHost([Flow(FLOW_ID, "t", steps=flow_steps)], handlers)
+    stores = host.stores
+    crashing = CrashingStores(
+        runs=Crashing(stores.runs, fuse),  # type: ignore[arg-type]
+        events=Crashing(stores.events, fuse),  # type: ignore[arg-type]
+        timers=Crashing(stores.timers, fuse),  # type: ignore[arg-type]
+        signals=Crashing(stores.signals, fuse),  # type: ignore[arg-type]
+        flows=stores.flows,
+        schedules=stores.schedules,
+        purge=stores.purge,
+    )
+    runtime = replace(
+        host.runtime,
+        stores=crashing,
+        dispatcher=Crashing(host.dispatcher, fuse),  # type: ignore[arg-type]
+    )
+    return host, Orchestrator(runtime), ran
+
+
+async def drive(host: FlowTestHost, worker: Orchestrator) -> None:
+    """`FlowTestHost.settle`, with a worker that may crash: its message comes back."""
+    while True:
+        while host.dispatcher.pending:
+            dispatch: Dispatch = host.dispatcher.take()
+            request = StepRequest(
+                dispatch.run_id, dispatch.step_key, JobId(dispatch.message_id)
+            )
+            while True:
+                try:
+                    await worker.run_step(request)
+                    break
+                except Crash:
+                    request = replace(request, redelivered=True)
+        report = await host.scheduler.tick()
+        if host.dispatcher.pending or report.timers:
+            continue
+        due: datetime | None = host.stores.timers.next_due()
+        if due is None:
+            return
+        host.clock.set(max(due, host.clock.now()))
+
+
+async def trigger(worker: Orchestrator) -> RunId:
+    request = TriggerRequest("t", body={"items": [1, 2, 3, 4, 5]})
+    while True:
+        try:
+            result = await worker.trigger(request, job_id=JobId("trigger-1"))
+        except Crash:
+            continue  # the trigger message is redelivered with its message id
+        assert result.run_id is not None
+        return result.run_id
+
+
+@dataclass(frozen=True)
+class Ending:
+    status: str
+    steps: dict[str, StepStatus]
+    calls: Counter[str]
+    writes: int
+    crash: str | None
+
+
+async def run_once(
+    flow_steps: dict[str, Step], signals: Sequence[str], at: int | None
+) -> Ending:
+    fuse = Fuse(at)
+    host, worker, ran = make(flow_steps, fuse)
+    await host.orchestrator.sync_flows()
+    run_id = await trigger(worker)
+    await drive(host, worker)
+    for name in signals:
+        await host.orchestrator.signal(run_id, name, {"by": "test"})
+        await drive(host, worker)
+    result = await host.result(run_id)
+    return Ending(
+        result.status.value,
+        {key: view.status for key, view in result.steps.items()},
+        ran.calls,
+        fuse.count,
+        fuse.blown,
+    )
+
+
+FLOWS: dict[str, tuple[dict[str, Step], tuple[str, ...]]] = {
+    "retry": (
+        {
+            "a": Step("Flaky", retry=RetryPolicy(max_attempts=3)),
+            "b": Step("Ok", run_after={"a": ["Succeeded"]}),
+        },
+        (),
+    ),
+    "poll": (
+        {"a": Step("Poll"), "b": Step("Ok", run_after={"a": ["Succeeded"]})},
+        (),
+    ),
+    "fan-in": (
+        {
+            "a": Step("Ok"),
+            **{f"b{n}": Step("Ok", run_after={"a": ["Succeeded"]}) for n in range(3)},
+            "join": Step("Ok", run_after={f"b{n}": ["Succeeded"] for n in range(3)}),
+        },
+        (),
+    ),
+    "for-each": (
+        {
+            "loop": for_each(
+                "@triggerBody().items",
+                {
+                    "x": Step("Item"),
+                    "y": Step("Ok", run_after={"x": ["Succeeded"]}),
+                },
+                concurrency=2,
+            ),
+            "after": Step("Ok", run_after={"loop": after("Succeeded", "Failed")}),
+        },
+        (),
+    ),
+    "signal": (
+        {
+            "a": Step("Ok"),
+            "wait": wait_for_signal("go", run_after={"a": ["Succeeded"]}),
+            "c": Step("Ok", run_after={"wait": ["Succeeded"]}),
+        },
+        ("go",),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOWS))
+async def test_a_crash_after_any_write_loses_nothing(name: str):
+    steps, signals = FLOWS[name]
+    clean = await run_once(steps, signals, at=None)
+    assert all(status.is_final for status in clean.steps.values())
+
+    problems: list[str] = []
+    for at in range(1, clean.writes + 1):
+        crashed = await run_once(steps, signals, at=at)
+        if crashed.crash is None:
+            continue  # this run took fewer writes (an idempotent one was skipped)
+        if (crashed.status, crashed.steps) != (clean.status, clean.steps):
+            problems.append(
+                f"crash after {crashed.crash}: {crashed.status} {crashed.steps}"
+            )
+        for key in clean.calls.keys() | crashed.calls.keys():
+            if not clean.calls[key] <= crashed.calls[key] <= clean.calls[key] + 1:
+                problems.append(
+                    f"crash after {crashed.crash}: {key} ran {crashed.calls[key]} "
+                    f"times, {clean.calls[key]} in a clean run"
+                )
+
+    assert clean.writes > 10
+    assert not problems, "\n".join(itertools.islice(problems, 20))
