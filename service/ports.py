@@ -170,6 +170,10 @@ class RunStore(Protocol):
         """How many rows directly in `scope` are Succeeded, Failed or Skipped."""
         ...
 
+    async def count_final_of(self, run_id: RunId, keys: Sequence[StepKey]) -> int:
+        """How many of the rows of `keys` are Succeeded, Failed or Skipped."""
+        ...
+
     async def in_flight(self, run_id: RunId) -> list[StepRecord]:
         """Every Queued, Running or Pending row of the run, at any depth."""
         ...

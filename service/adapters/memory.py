@@ -209,6 +209,10 @@ class InMemoryRunStore:
         rows = self._rows.get(run_id, {}).get(scope, {}).values()
         return sum(1 for row in rows if row.status.is_final)
 
+    async def count_final_of(self, run_id: RunId, keys: Sequence[StepKey]) -> int:
+        rows = (self._row(run_id, key) for key in set(keys))
+        return sum(1 for row in rows if row is not None and row.status.is_final)
+
     async def in_flight(self, run_id: RunId) -> list[StepRecord]:
         return [
             row

@@ -14,6 +14,7 @@ import structlog
 from service.engine import planner
 from service.engine.expressions import Facts, StepFacts, evaluate_when, when_references
 from service.engine.model import (
+    ENTRY_MARKER,
     ITERATION,
     Flow,
     Json,
@@ -84,6 +85,9 @@ async def advance(
     known = {scope.local(row.key): row for row in held}
     queued_any = False
     while candidates:
+        candidates -= await _waiting_joins(rt, run, scope, candidates, known)
+        if not candidates:
+            break
         await _load(rt, run, scope, candidates, known, with_candidates=republish)
         if republish:
             await _republish_queued(
@@ -128,6 +132,47 @@ async def _republish_queued(
         await rt.dispatcher.publish(
             [Dispatch(run.flow_id, run.run_id, r.key, r.attempt + 1) for r in queued]
         )
+
+
+_COUNT_JOINS_OVER = 16
+"""A step with more dependencies than this is counted before its rows are read."""
+
+
+async def _waiting_joins(
+    rt: Runtime,
+    run: RunRecord,
+    scope: Scope,
+    candidates: set[str],
+    known: Mapping[str, StepRecord],
+) -> set[str]:
+    """The wide joins among `candidates` that cannot be ready yet, found by a count.
+
+    Each finished branch of a 1,000-way fan-out makes its join a candidate; reading
+    the 1,000 rows each time would make the fan-in quadratic. A dependency that
+    settled with a status its condition refuses blocks the step at once (the planner
+    decides that from the rows); else the step can only become ready, which needs every
+    dependency final, and one count tells.
+    """
+    waiting: set[str] = set()
+    for key in candidates:
+        conditions = scope.steps[key].conditions
+        deps = [dep for dep in conditions if dep != ENTRY_MARKER]
+        if len(deps) <= _COUNT_JOINS_OVER:
+            continue
+        held = [known[dep] for dep in deps if dep in known]
+        if any(
+            row.status.is_final
+            and not conditions[scope.local(row.key)].accepts(row.status)
+            for row in held
+        ):
+            continue
+        unread = [scope.key(dep) for dep in deps if dep not in known]
+        final = sum(1 for row in held if row.status.is_final)
+        if unread:
+            final += await rt.stores.runs.count_final_of(run.run_id, unread)
+        if final < len(deps):
+            waiting.add(key)
+    return waiting
 
 
 async def _load(

@@ -220,6 +220,14 @@ class StepRows:
             {"run_id": run_id, "scope": scope, "status": {"$in": _FINAL}}
         )
 
+    async def count_final_of(self, run_id: RunId, keys: Sequence[StepKey]) -> int:
+        return await self._steps.count_documents(
+            {
+                "_id": {"$in": [row_id(run_id, k) for k in keys]},
+                "status": {"$in": _FINAL},
+            }
+        )
+
     async def in_flight(self, run_id: RunId) -> list[StepRecord]:
         cursor = self._steps.find({"run_id": run_id, "status": {"$in": _IN_FLIGHT}})
         return [step_record(doc) async for doc in cursor]
