@@ -3,6 +3,8 @@
 `parse` is the one way bytes become a message; it raises ContractError and nothing else.
 """
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Final, Literal, TypeAlias
 
@@ -61,19 +63,27 @@ KINDS: Final[Mapping[str, type[Inbound]]] = {
 MAX_BODY_BYTES: Final = 1024 * 1024
 
 ContractErrorReason: TypeAlias = Literal[
-    "not_json", "schema_invalid", "unknown_kind", "oversize", "no_message_id"
+    "not_json",
+    "schema_invalid",
+    "unknown_kind",
+    "oversize",
+    "no_message_id",
+    "bad_properties",
 ]
 
 _MAX_DETAIL = 300
 _MAX_ERRORS = 3
 _MAX_LOCATION = 60
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+"""19 digits in a row: maybe an integer past 64 bits, which orjson reads as a float."""
 
 
 class ContractError(Exception):
     """A message that breaks the wire contract; `reason` goes in the dead-letter header.
 
-    `no_message_id` is raised by the consumer, which reads the AMQP properties; `parse`
-    raises the other reasons. `detail` is short and never holds the payload.
+    `no_message_id` and `bad_properties` (text the driver could not decode as UTF-8)
+    are raised by the consumer, which reads the AMQP properties; `parse` raises the
+    other reasons. `detail` is short and never holds the payload.
     """
 
     def __init__(self, reason: ContractErrorReason, detail: str) -> None:
@@ -100,16 +110,33 @@ def parse(kind: str | None, body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> 
         raise ContractError("unknown_kind", f"unknown message kind: {shown}")
     model = KINDS[kind]
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        # orjson's message names a position, never the content.
-        raise ContractError("not_json", f"body is not UTF-8 JSON: {exc}") from None
-    try:
-        return model.model_validate(data)
+        return model.model_validate(_json(body))
     except ValidationError as exc:
         raise ContractError("schema_invalid", _summary(kind, exc)) from None
     except RecursionError:
         raise ContractError("schema_invalid", "body is nested too deeply") from None
+
+
+def _json(body: bytes) -> object:
+    """The JSON value in `body`, with every integer exact.
+
+    orjson decides what is JSON (and is fast); it reads an integer outside
+    [-2**63, 2**64) as a float, so a body that may hold one is read again by the
+    standard library, which keeps integers of any size.
+
+    Raises:
+        ContractError: `not_json`.
+        RecursionError: the standard library's reading is nested too deeply.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        # orjson's message names a position, never the content.
+        raise ContractError("not_json", f"body is not UTF-8 JSON: {exc}") from None
+    if _LONG_NUMBER.search(body) is None:
+        return data
+    # orjson accepted it: valid UTF-8 JSON, no NaN, no lone surrogate.
+    return json.loads(body)
 
 
 def _summary(kind: str, exc: ValidationError) -> str:

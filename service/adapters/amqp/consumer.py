@@ -31,16 +31,21 @@ from structlog.typing import FilteringBoundLogger
 
 from contracts import KINDS, MAX_BODY_BYTES, ContractError, Inbound, Reply, parse
 from contracts.messages import REPLY_KIND, ReplyStatus
+from service.adapters.amqp import lenient
 from service.adapters.amqp.dispatcher import (
     PUBLISH_TIMEOUT,
-    dead_letter,
     publish_json,
     publish_message,
 )
 from service.adapters.amqp.inbound import call, context_of, delivery_of
+from service.adapters.amqp.letters import FRAME_MAX, dead_letter
 from service.adapters.amqp.topology import Topology, declare
 from service.errors import FlowError, RefusedError, UnknownReferenceError
 from service.orchestrator.api import Orchestrator
+
+# Before any delivery is decoded: a message the driver cannot decode would otherwise
+# drop the connection at every delivery (see `lenient`).
+lenient.install()
 
 log: FilteringBoundLogger = structlog.get_logger()
 
@@ -62,6 +67,9 @@ class Outcome(StrEnum):
     """Given back at shutdown, unfinished."""
     LOST = "lost"
     """Its channel closed before it was settled: the broker delivers it again."""
+    REJECTED = "rejected"
+    """Not dead-lettered by us (the letter could not be built or published): rejected,
+    so the broker dead-letters it, with `x-first-death-reason: rejected`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,11 +242,18 @@ class Consumer:
         started = time.monotonic()
         outcome: Outcome = Outcome.REQUEUED
         reason: str | None = None
-        with bound_contextvars(message_id=message.message_id, type=message.type):
+        with bound_contextvars(
+            message_id=_shown(message.message_id), type=_shown(message.type)
+        ):
             try:
                 async with self._slots:
                     if not self._stop.is_set():
                         outcome, reason = await self._process(message, kind)
+            except Exception:
+                # Whatever escapes here would end the consumer's TaskGroup, and with
+                # it the worker: the broker dead-letters the message instead.
+                log.exception("message_rejected")
+                outcome, reason = Outcome.REJECTED, CRASHED
             finally:
                 # Also on cancellation (grace over): the delivery is given back.
                 outcome = await self._settle(message, outcome)
@@ -253,6 +268,8 @@ class Consumer:
             if outcome is Outcome.REQUEUED:
                 await message.nack(requeue=True)
                 log.info("message_requeued")
+            elif outcome is Outcome.REJECTED:
+                await message.reject(requeue=False)
             elif outcome is not Outcome.LOST:
                 await message.ack()
         except CONNECTION_EXCEPTIONS:
@@ -272,6 +289,8 @@ class Consumer:
             return await self._handle(message, kind, body)
 
     def _parse(self, message: AbstractIncomingMessage) -> Inbound:
+        if problem := lenient.undecodable(message):
+            raise ContractError("bad_properties", problem)
         if not message.message_id:
             raise ContractError("no_message_id", "the message_id property is missing")
         return parse(message.type, message.body, max_bytes=self._max_body_bytes)
@@ -325,8 +344,8 @@ class Consumer:
         given up and the delivery still acked.
         """
         reply_to = message.reply_to
-        if not reply_to:
-            return
+        if not reply_to or lenient.escaped(reply_to):
+            return  # none, or an address no queue can have (not UTF-8)
         await self._retrying(
             message,
             kind,
@@ -353,28 +372,39 @@ class Consumer:
         """Dead-letter the delivery, then answer its `reply_to`.
 
         The delivery goes to the dead-letter exchange with the reason in its headers,
-        and counts as dead-lettered once the broker confirmed it.
+        and counts as dead-lettered once the broker confirmed it. Nothing raised here
+        leaves: a letter that cannot be sent gives REJECTED, a reply that cannot go
+        is given up.
         """
         kind = kind_label(message.type)
-        letter = dead_letter(message, reason, detail[:_MAX_DETAIL])
-        sent = await self._retrying(
-            message,
-            kind,
-            lambda _: publish_message(
-                self._topology.dead_letter,
-                letter,
-                reason,
-                confirm_within=self._confirm_within,
-            ),
-        )
+        detail = lenient.printable(detail)[:_MAX_DETAIL]
+        try:
+            letter = dead_letter(message, reason, detail, frame_max=_frame_max(message))
+            sent = await self._retrying(
+                message,
+                kind,
+                lambda _: publish_message(
+                    self._topology.dead_letter,
+                    letter,
+                    reason,
+                    confirm_within=self._confirm_within,
+                ),
+            )
+        except Exception:
+            # Never raised by design (the letter is built to be published): the
+            # broker dead-letters the message, without our reason headers.
+            log.exception("dead_letter_failed", reason=reason, detail=detail)
+            return Outcome.REJECTED, reason
         if isinstance(sent, Outcome):
             return sent, None
-        log.warning("message_dead_lettered", reason=reason, detail=detail[:_MAX_DETAIL])
+        log.warning("message_dead_lettered", reason=reason, detail=detail)
         if kind != "run_step":
-            answer = Reply(
-                ok=False, kind=kind, status=status, message=detail[:_MAX_DETAIL]
-            )
-            await self._answer(message, kind, answer)
+            answer = Reply(ok=False, kind=kind, status=status, message=detail)
+            try:
+                await self._answer(message, kind, answer)
+            except Exception:
+                # The letter is out: a reply that cannot go is not worth the message.
+                log.exception("reply_failed")
         return Outcome.DEAD_LETTERED, reason
 
     async def _retrying(
@@ -408,6 +438,24 @@ class Consumer:
                 return Outcome.LOST
             if await _set_within(self._stop, delay):
                 return Outcome.REQUEUED
+
+
+def _frame_max(message: AbstractIncomingMessage) -> int:
+    """The frame_max the delivery's connection negotiated (0: the broker has none).
+
+    Dead letters go out on the publishing channel, on the same connection in a worker;
+    any connection to the broker negotiates the same value.
+    """
+    try:
+        negotiated = message.channel.connection.connection_tune.frame_max
+    except (*CONNECTION_EXCEPTIONS, AttributeError):
+        return FRAME_MAX
+    return negotiated or FRAME_MAX
+
+
+def _shown(text: str | None) -> str | None:
+    """A property as loggable text: the console renderer cannot print surrogates."""
+    return None if text is None else lenient.printable(text)
 
 
 def _alive(message: AbstractIncomingMessage) -> bool:

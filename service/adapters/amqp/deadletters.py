@@ -25,15 +25,15 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
+from service.adapters.amqp import lenient
 from service.adapters.amqp.client import connected, existing_exchange, existing_queue
-from service.adapters.amqp.dispatcher import (
-    copy_of,
-    open_publishing_channel,
-    publish_message,
-)
+from service.adapters.amqp.dispatcher import open_publishing_channel, publish_message
+from service.adapters.amqp.letters import copy_of, encodable_table
 from service.adapters.amqp.topology import Names
 from service.engine.model import Json
 from service.errors import UnavailableError
+
+lenient.install()  # a letter the driver cannot decode would break the connection
 
 REFRESH_AFTER: Final = 10
 """Returns after which a letter goes back as a fresh copy, well below the default
@@ -206,8 +206,8 @@ def read(message: AbstractIncomingMessage) -> DeadLetter:
     death_key = keys[0] if isinstance(keys, list) and keys else None
     return DeadLetter(
         letter_id=letter_id_of(message),
-        message_id=message.message_id,
-        type=_text(headers.get("x-original-type")) or message.type,
+        message_id=_text(message.message_id),
+        type=_text(headers.get("x-original-type")) or _text(message.type),
         reason=_first_text(
             headers.get("x-dead-letter-reason"),
             headers.get("x-first-death-reason"),
@@ -232,7 +232,7 @@ def read(message: AbstractIncomingMessage) -> DeadLetter:
 
 def letter_id_of(message: AbstractIncomingMessage) -> str:
     if message.message_id:
-        return message.message_id
+        return lenient.printable(message.message_id)
     return "body:" + hashlib.sha256(message.body).hexdigest()[:16]
 
 
@@ -247,13 +247,12 @@ def original(message: AbstractIncomingMessage, letter: DeadLetter) -> Message:
     Without `reply_to`: whoever asked is long gone, and a worker must not answer a
     stranger who now holds that address.
     """
+    headers, _ = encodable_table(
+        {n: v for n, v in (message.headers or {}).items() if not _is_fact(n)}
+    )
     return Message(
         message.body,
-        headers={
-            name: value
-            for name, value in (message.headers or {}).items()
-            if not _is_fact(name)
-        },
+        headers=headers,
         content_type=message.content_type,
         content_encoding=message.content_encoding,
         delivery_mode=DeliveryMode.PERSISTENT,
@@ -277,8 +276,10 @@ def jsonable(value: object) -> Json:
     """An AMQP field value as JSON: bytes as text, instants as ISO 8601."""
     convert: Callable[[object], Json] = jsonable
     match value:
-        case None | bool() | int() | float() | str():
+        case None | bool() | int() | float():
             return value
+        case str():
+            return lenient.printable(value)
         case bytes() | bytearray():
             return bytes(value).decode("utf-8", errors="replace")
         case datetime():
@@ -286,7 +287,10 @@ def jsonable(value: object) -> Json:
         case Decimal():
             return str(value)
         case Mapping():
-            return {str(key): convert(item) for key, item in value.items()}
+            return {
+                lenient.printable(str(key)): convert(item)
+                for key, item in value.items()
+            }
         case list() | tuple():
             return [convert(item) for item in value]
         case _:
@@ -320,7 +324,7 @@ def _first_death(value: object) -> Mapping[str, object]:
 def _text(value: object) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    return value if isinstance(value, str) else None
+    return lenient.printable(value) if isinstance(value, str) else None
 
 
 def _first_text(*values: object, empty_ok: bool = False) -> str | None:

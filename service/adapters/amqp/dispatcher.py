@@ -1,12 +1,13 @@
 """Publishing to RabbitMQ, and `AmqpDispatcher`, which publishes `run_step` messages.
 
 `publish_json` is the one function that sets a message's type, id, content type and
-persistence; `dead_letter` copies a delivery's own. Every publish waits for the broker's
-confirm; driver and connection errors come out as `UnavailableError` (retried by the
-caller, never dead-lettered).
+persistence; a dead letter keeps a delivery's own (`letters`). Every publish waits for
+the broker's confirm; driver and connection errors come out as `UnavailableError`
+(retried by the caller, never dead-lettered).
 """
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -17,7 +18,6 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractMessage,
     HeadersType,
 )
@@ -66,7 +66,7 @@ async def publish_json(
     """
     data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
     message = Message(
-        orjson.dumps(data),
+        _dumps(data),
         content_type=JSON,
         delivery_mode=DeliveryMode.PERSISTENT,
         type=kind,
@@ -82,6 +82,15 @@ async def publish_json(
         mandatory=mandatory,
         confirm_within=confirm_within,
     )
+
+
+def _dumps(data: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        # An integer past 64 bits (a user's JSON in a reply): the standard library
+        # writes it exactly.
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def publish_message(
@@ -112,43 +121,6 @@ async def publish_message(
         raise UnavailableError(
             f"publish to {exchange.name!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
-
-
-def dead_letter(message: AbstractIncomingMessage, reason: str, detail: str) -> Message:
-    """The original body and properties, and the reason in headers."""
-    facts = {
-        "x-dead-letter-reason": reason,
-        "x-dead-letter-detail": detail,
-        "x-original-type": message.type,
-        "x-original-routing-key": message.routing_key,
-        "x-original-exchange": message.exchange,
-        "x-original-message-id": message.message_id,
-    }
-    headers = dict(message.headers or {})
-    headers.update({name: value for name, value in facts.items() if value is not None})
-    return copy_of(message, headers=headers)
-
-
-def copy_of(message: AbstractIncomingMessage, *, headers: HeadersType) -> Message:
-    """A persistent copy of a received message with other headers.
-
-    No expiration (a copy waits for a human) and no user_id (the broker refuses one
-    that is not the publishing connection's user).
-    """
-    return Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )
 
 
 class AmqpDispatcher:

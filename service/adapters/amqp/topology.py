@@ -28,6 +28,9 @@ A dead letter keeps the original body and properties and adds the headers
 `x-dead-letter-reason`, `x-dead-letter-detail`, `x-original-type`,
 `x-original-routing-key`, `x-original-exchange` and `x-original-message-id`; one the
 broker dead-lettered past the delivery limit has `x-first-death-reason: delivery_limit`.
+Text that was not UTF-8 is written with backslash escapes (`x-dead-letter-rewritten`
+names those headers) and the largest original headers are dropped when the letter
+would not fit in one frame (`x-dead-letter-trimmed` says which); see `letters`.
 Declaring an existing queue with other arguments (another delivery limit, say) fails
 with RabbitMQ's PRECONDITION_FAILED: change a live queue's limit with a policy.
 """

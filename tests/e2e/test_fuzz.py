@@ -11,7 +11,7 @@ are known from the input. "Bad-looking" good input is the point of several strat
 `@triggerBody()` paths as trigger body values are data, never evaluated.
 
 CI generates FUZZ_MESSAGES=1000 messages; `scripts/chaos` runs 10,000. FUZZ_SEED
-replays a run. The tests after the fuzzer pin bugs it found (see each reason).
+replays a run. The tests after the fuzzer pin bugs it found (see each docstring).
 """
 
 import asyncio
@@ -843,17 +843,6 @@ def _string(value: bytes) -> bytes:
     return b"S" + struct.pack(">I", len(value)) + value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a bad message whose header table holds a value pamqp decodes but cannot "
-        "encode again (a long string that is not UTF-8 comes back as bytes; a double "
-        "beyond float range is re-encoded as a float) makes dead_letter()'s publish "
-        "raise TypeError/OverflowError, which escapes Consumer._deliver and the "
-        "consumer's TaskGroup: the worker process exits, and the message is requeued "
-        "for the next worker"
-    ),
-)
 @pytest.mark.parametrize(
     "header",
     [(b"x-bytes", _string(b"\xff\xfe")), (b"x-double", _double(1e300))],
@@ -862,6 +851,9 @@ def _string(value: bytes) -> bytes:
 async def test_a_bad_message_with_odd_header_values_is_dead_lettered(
     deployment: Deployment, header: tuple[bytes, bytes]
 ):
+    """Was: pamqp decodes these values but cannot encode them again (a long string
+    that is not UTF-8 comes back as bytes, a double is re-encoded as a float), so
+    publishing the dead letter raised, and the error ended the worker."""
     worker = deployment.start_worker(FLOW_MODULES=FLOWS)
     await worker.ready()
 
@@ -875,20 +867,12 @@ async def test_a_bad_message_with_odd_header_values_is_dead_lettered(
     worker.check_alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a message whose header table has a field name that is not UTF-8 (legal "
-        "AMQP; RabbitMQ routes it) cannot be decoded by the driver (aiormq/pamqp "
-        "InvalidFrameError): the worker's connection drops on every delivery of it "
-        "and reconnects 5 s later, so nothing else is consumed until the broker's "
-        "delivery limit dead-letters it, without an x-dead-letter-reason; the same "
-        "goes for a non-UTF-8 `type` or `message_id`, or an out-of-range timestamp"
-    ),
-)
 async def test_a_message_the_driver_cannot_decode_does_not_block_the_queue(
     deployment: Deployment,
 ):
+    """Was: a header name that is not UTF-8 (legal AMQP; RabbitMQ routes it; so is a
+    non-UTF-8 `type` or `message_id`, or an out-of-range timestamp) made the driver
+    drop the connection at every delivery, until the delivery limit."""
     worker = deployment.start_worker(FLOW_MODULES=FLOWS)
     await worker.ready()
 
@@ -919,20 +903,11 @@ def _table_of(size: int) -> tuple[tuple[bytes, bytes], ...]:
     return (*entries, (b"x-pad", encode.encode_table_value("p" * pad)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: dead_letter() copies the message's headers and adds six of its own, so "
-        "a bad message whose header table fits the broker's frame_max (131072) with "
-        "less than ~300 bytes to spare makes a dead letter that does not: RabbitMQ "
-        "closes the worker's connection with FRAME_ERROR frame_too_large, every "
-        "delivery in flight on it is lost and redelivered, and the poison message "
-        "comes back after each reconnection until the delivery limit"
-    ),
-)
 async def test_a_bad_message_with_a_header_table_near_frame_max_is_dead_lettered(
     deployment: Deployment,
 ):
+    """Was: the dead letter, the original headers plus six of ours, exceeded frame_max
+    (131072) and RabbitMQ closed the worker's connection (frame_too_large)."""
     worker = deployment.start_worker(FLOW_MODULES=FLOWS)
     await worker.ready()
 
@@ -952,18 +927,11 @@ async def test_a_bad_message_with_a_header_table_near_frame_max_is_dead_lettered
     worker.check_alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: contracts.parse reads bodies with orjson, which turns integers outside "
-        "[-2**63, 2**64) into floats, so a trigger body's big integer is stored and "
-        "handed to handlers rounded (codec.py keeps JSON as text precisely so that "
-        "such integers survive)"
-    ),
-)
 async def test_big_integers_in_a_trigger_body_are_kept_exactly(
     deployment: Deployment,
 ):
+    """Was: orjson read integers outside [-2**63, 2**64) as floats, so the body was
+    stored and handed to handlers rounded."""
     worker = deployment.start_worker(FLOW_MODULES=FLOWS)
     await worker.ready()
     big = 123456789012345678901234567890
