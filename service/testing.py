@@ -28,6 +28,7 @@ from service.engine.model import (
     StepStatus,
 )
 from service.engine.records import Event, StepRecord
+from service.engine.timeline import timeline
 from service.engine.validation import validate_all
 from service.orchestrator.api import Orchestrator
 from service.orchestrator.runtime import (
@@ -168,12 +169,12 @@ class FlowTestHost:
         if run is None:
             raise KeyError(run_id)
         rows = self.stores.runs.all_steps(run_id)
-        events = await self.stores.events.events(run_id, limit=10_000)
+        stored = await self.stores.events.events(run_id, limit=100_000)
         return RunResult(
             run_id,
             run.status,
             {r.key: StepResultView.of(r) for r in rows},
-            events,
+            timeline(stored, rows),
             duplicate,
         )
 

@@ -284,38 +284,19 @@ async def _after(
     result: StepResult | None,
     cancelled: asyncio.Event,
 ) -> None:
-    now = rt.clock.now()
     log.info("step_finished", status=outcome.status.value)
-    events = [
-        NewEvent(
-            "step.started",
-            step.started_at or now,
-            step.key,
-            f"Step '{step.key}' started.",
-        )
-    ]
-    manifest = flow.find(step.key)
+    # step.started/completed/failed are read off the attempt entries (timeline.py).
     if outcome.status is StepStatus.PENDING:
-        delay = _park_delay(manifest, step, result)
-        events.append(
-            NewEvent(
-                "step.pending",
-                now,
-                step.key,
-                f"Step '{step.key}' pending for {delay or 'a signal or loop'}.",
-            )
+        delay = _park_delay(flow.find(step.key), step, result)
+        pending = NewEvent(
+            "step.pending",
+            rt.clock.now(),
+            step.key,
+            f"Step '{step.key}' pending for {delay or 'a signal or loop'}.",
         )
-        await adv.record_events(rt, run, events)
+        await adv.record_events(rt, run, [pending])
         await _after_park(rt, run, flow, step)
         return
-    kind = "step.failed" if outcome.status is StepStatus.FAILED else "step.completed"
-    text = (
-        outcome.error
-        if outcome.status is StepStatus.FAILED
-        else (f"Step '{step.key}' completed with status {outcome.status}.")
-    )
-    events.append(NewEvent(kind, now, step.key, (text or "")[:1000]))
-    await adv.record_events(rt, run, events)
     delay_next = result.delay_next if isinstance(result, Succeeded) else None
     if cancelled.is_set():  # the heartbeat saw the run stop: don't dispatch for it
         run = await rt.stores.runs.get_run(run.run_id) or run

@@ -145,10 +145,7 @@ async def test_run_detail_has_the_steps_attempts_and_events(stores: MongoStores)
         attempt=2,
         now=T0 + 3 * LEASE,
     )
-    await stores.events.append(
-        run.run_id,
-        [NewEvent("run.started", T0), NewEvent("step.completed", T0, "fetch")],
-    )
+    await stores.events.append(run.run_id, [NewEvent("run.started", T0)])
 
     detail = await stores.queries.run_detail(run.run_id)
 
@@ -164,9 +161,12 @@ async def test_run_detail_has_the_steps_attempts_and_events(stores: MongoStores)
         (2, "job-2", StepStatus.SUCCEEDED),
     ]
     assert fetch.output == {"ok": True}
-    assert [(e.seq, e.type) for e in detail.events] == [
-        (1, "run.started"),
-        (2, "step.completed"),
+    # Stored events merged with those of the attempts (service/engine/timeline.py).
+    assert [(e.seq, e.type, e.step_key) for e in detail.events] == [
+        (1, "run.started", "__run"),
+        (2, "step.started", "fetch"),
+        (3, "step.started", "fetch"),
+        (4, "step.completed", "fetch"),
     ]
 
 

@@ -22,11 +22,15 @@ from service.adapters.mongo.codec import (
 from service.adapters.mongo.outage import translates_outages
 from service.engine.model import RunId, RunStatus
 from service.engine.records import Event, RunRecord, StepRecord
+from service.engine.timeline import timeline
 
 
 @dataclass(frozen=True, slots=True)
 class RunDetail:
-    """One run in full: its steps (with their latest attempts) and its events."""
+    """One run in full: its steps (with their latest attempts) and its events.
+
+    `events` are the stored ones merged with those of the attempts (`timeline`).
+    """
 
     run: RunRecord
     steps: list[StepRecord]
@@ -79,10 +83,10 @@ class RunQueries:
             [("dispatched_at", ASCENDING), ("_id", ASCENDING)]
         )
         events = self._events.find({"run_id": run_id}).sort("seq", ASCENDING)
+        rows = [step_record(doc) async for doc in steps]
+        stored = [event_record(doc) async for doc in events]
         return RunDetail(
-            run=run_record(found),
-            steps=[step_record(doc) async for doc in steps],
-            events=[event_record(doc) async for doc in events],
+            run=run_record(found), steps=rows, events=timeline(stored, rows)
         )
 
     async def count_by_status(self, *, flow: str | None = None) -> dict[str, int]:

@@ -1,0 +1,70 @@
+"""A run's events as users read them: stored events merged with those of its attempts.
+
+Executing a step writes no event of its own: `step.started`, `step.completed` and
+`step.failed` are read off the attempt entries that `claim` and `finish` write on the
+step row anyway, which saves two writes per step. Everything else (run.started,
+step.skipped, step.pending, signals, cancels, run.completed) is stored by the event
+store. `timeline` merges both by time and numbers the result 1..n.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from service.engine.model import ITERATION, StepStatus
+from service.engine.records import Attempt, Event, StepRecord
+
+MAX_MESSAGE = 1000
+"""Characters of an error kept in a `step.failed` event's message."""
+
+_FIRST, _MIDDLE, _LAST = 0, 1, 2
+
+
+def attempt_events(row: StepRecord) -> list[Event]:
+    """The started and completed/failed events of the attempts the row keeps."""
+    events: list[Event] = []
+    for attempt in row.attempts:
+        events.append(
+            Event(
+                row.run_id,
+                0,
+                "step.started",
+                attempt.started_at,
+                row.key,
+                f"Step '{row.key}' started.",
+            )
+        )
+        ended = _ended(row, attempt)
+        if ended is not None:
+            events.append(ended)
+    return events
+
+
+def _ended(row: StepRecord, attempt: Attempt) -> Event | None:
+    if attempt.completed_at is None or not attempt.status.is_final:
+        return None  # running, or parked (step.pending is stored, with its delay)
+    if attempt.status is StepStatus.FAILED:
+        kind, message = "step.failed", (attempt.error or "")[:MAX_MESSAGE]
+    else:
+        kind = "step.completed"
+        message = f"Step '{row.key}' completed with status {attempt.status}."
+    return Event(row.run_id, 0, kind, attempt.completed_at, row.key, message)
+
+
+def timeline(stored: Sequence[Event], rows: Iterable[StepRecord]) -> list[Event]:
+    """Stored and attempt events in time order, numbered from 1.
+
+    At equal instants run.started comes first and run.completed last; otherwise stored
+    events keep their order and come before attempt events.
+    """
+    derived = [e for row in rows if row.type != ITERATION for e in attempt_events(row)]
+    merged = sorted([*stored, *derived], key=_order)
+    return [replace(event, seq=n) for n, event in enumerate(merged, start=1)]
+
+
+def _order(event: Event) -> tuple[datetime, int]:
+    if event.type == "run.started":
+        return event.at, _FIRST
+    if event.type == "run.completed":
+        return event.at, _LAST
+    return event.at, _MIDDLE

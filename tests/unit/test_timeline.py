@@ -1,0 +1,91 @@
+"""Events as users read them: stored events merged with those of the attempts."""
+
+from datetime import UTC, datetime, timedelta
+
+from service.engine.model import ITERATION, JobId, RunId, StepKey, StepStatus
+from service.engine.records import Attempt, Event, StepRecord
+from service.engine.timeline import MAX_MESSAGE, timeline
+
+RUN = RunId("run-1")
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
+
+
+def row(key: str, *attempts: Attempt, type: str = "Work") -> StepRecord:
+    status = attempts[-1].status if attempts else StepStatus.QUEUED
+    return StepRecord(
+        RUN, StepKey(key), type, status, T0, attempt=len(attempts), attempts=attempts
+    )
+
+
+def attempt(n: int, start: int, end: int | None, status: StepStatus, error=None):
+    return Attempt(
+        n,
+        JobId(f"job-{n}"),
+        T0 + start * MS,
+        status,
+        None if end is None else T0 + end * MS,
+        error,
+    )
+
+
+def stored(seq: int, type: str, at: int, key: str = "__run") -> Event:
+    return Event(RUN, seq, type, T0 + at * MS, key, type)
+
+
+def test_attempts_become_started_and_completed_or_failed_events_in_time_order():
+    rows = [
+        row("a", attempt(1, 1, 2, StepStatus.SUCCEEDED)),
+        row(
+            "b",
+            attempt(1, 3, 4, StepStatus.PENDING, "retrying"),
+            attempt(2, 6, 7, StepStatus.FAILED, "boom" * 1000),
+        ),
+        row("c", attempt(1, 8, None, StepStatus.RUNNING)),
+    ]
+    events = timeline(
+        [
+            stored(1, "run.started", 0),
+            stored(2, "step.pending", 4, "b"),
+            stored(3, "step.skipped", 7, "d"),
+        ],
+        rows,
+    )
+
+    assert [(e.seq, e.type, e.step_key) for e in events] == [
+        (1, "run.started", "__run"),
+        (2, "step.started", "a"),
+        (3, "step.completed", "a"),
+        (4, "step.started", "b"),
+        (5, "step.pending", "b"),
+        (6, "step.started", "b"),
+        (7, "step.skipped", "d"),
+        (8, "step.failed", "b"),
+        (9, "step.started", "c"),
+    ]
+    assert events[2].message == "Step 'a' completed with status Succeeded."
+    assert events[7].message == ("boom" * 1000)[:MAX_MESSAGE]
+
+
+def test_at_one_instant_the_run_starts_first_and_completes_last():
+    rows = [row("a", attempt(1, 0, 0, StepStatus.SKIPPED))]
+
+    events = timeline(
+        [stored(2, "run.completed", 0), stored(1, "run.started", 0)], rows
+    )
+
+    assert [e.type for e in events] == [
+        "run.started",
+        "step.started",
+        "step.completed",
+        "run.completed",
+    ]
+
+
+def test_iteration_rows_and_unclaimed_rows_add_nothing():
+    rows = [
+        row("loop.0", attempt(1, 1, 2, StepStatus.SUCCEEDED), type=ITERATION),
+        row("never"),
+    ]
+
+    assert timeline([], rows) == []
