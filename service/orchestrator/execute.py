@@ -9,9 +9,10 @@ import asyncio
 import contextlib
 import json
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from datetime import timedelta
+from typing import TypeVar
 
 import structlog
 
@@ -52,17 +53,24 @@ log = structlog.get_logger()
 
 _PARKED = frozenset({StepStatus.PENDING})
 
+A = TypeVar("A")
+B = TypeVar("B")
+
 
 async def run_step(rt: Runtime, request: StepRequest) -> None:
     runs = rt.stores.runs
     now = rt.clock.now()
-    claim = await runs.claim(
-        request.run_id,
-        request.step_key,
-        job_id=request.job_id,
-        now=now,
-        lease=rt.options.lease,
-        take_over=request.redelivered,
+    # The run is read beside the claim, not after it: one round trip less per hop.
+    claim, found = await _together(
+        runs.claim(
+            request.run_id,
+            request.step_key,
+            job_id=request.job_id,
+            now=now,
+            lease=rt.options.lease,
+            take_over=request.redelivered,
+        ),
+        runs.get_run(request.run_id),
     )
     if claim.step is None:
         raise UnknownReferenceError("step", f"{request.run_id}/{request.step_key}")
@@ -71,7 +79,7 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
             await _recover(rt, claim.step)
         return
     step = claim.step
-    run, flow = await _load_run(rt, step)
+    run, flow = _with_flow(rt, step, found)
     cancelled = asyncio.Event()
     with structlog.contextvars.bound_contextvars(
         run_id=run.run_id, flow_id=run.flow_id, step_key=step.key, attempt=step.attempt
@@ -109,14 +117,24 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
 async def _heartbeat(
     rt: Runtime, step: StepRecord, cancelled: asyncio.Event
 ) -> AsyncIterator[None]:
-    """Keep the claim's lease alive from the claim to the recorded result."""
+    """Keep the claim's lease alive from the claim to the recorded result.
+
+    The beating starts after one heartbeat period: most steps are over before then,
+    and pay for a timer handle instead of a task.
+    """
     done = asyncio.Event()
-    beating = asyncio.create_task(_beat(rt, step, cancelled, done))
+    beating: list[asyncio.Task[None]] = []
+    start = asyncio.get_running_loop().call_later(
+        rt.options.heartbeat.total_seconds(),
+        lambda: beating.append(asyncio.create_task(_beat(rt, step, cancelled, done))),
+    )
     try:
         yield
     finally:
+        start.cancel()
         done.set()
-        await beating
+        for task in beating:
+            await task
 
 
 async def _beat(
@@ -124,13 +142,7 @@ async def _beat(
 ) -> None:
     """Renew the lease every heartbeat; tell the handler when the run stops."""
     every = rt.options.heartbeat.total_seconds()
-    while True:
-        try:
-            await asyncio.wait_for(done.wait(), timeout=every)
-        except TimeoutError:
-            pass
-        else:
-            return
+    while not done.is_set():
         try:
             until = rt.clock.now() + rt.options.lease
             await rt.stores.runs.extend_lease(
@@ -139,13 +151,33 @@ async def _beat(
             run = await rt.stores.runs.get_run(step.run_id)
         except UnavailableError as exc:  # the next beat tries again
             log.warning("heartbeat_missed", error=str(exc))
+        else:
+            if run is not None and run.stop_status is not None:
+                cancelled.set()
+        try:
+            await asyncio.wait_for(done.wait(), timeout=every)
+        except TimeoutError:
             continue
-        if run is not None and run.stop_status is not None:
-            cancelled.set()
+
+
+async def _together(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results, awaited at once; if one raises, the other is cancelled."""
+    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    try:
+        return await one, await two
+    except BaseException:
+        one.cancel()
+        two.cancel()
+        raise
 
 
 async def _load_run(rt: Runtime, step: StepRecord) -> tuple[RunRecord, Flow]:
-    run = await rt.stores.runs.get_run(step.run_id)
+    return _with_flow(rt, step, await rt.stores.runs.get_run(step.run_id))
+
+
+def _with_flow(
+    rt: Runtime, step: StepRecord, run: RunRecord | None
+) -> tuple[RunRecord, Flow]:
     if run is None:
         raise UnknownReferenceError("run", step.run_id)
     flow = rt.catalog.get(run.flow_id)
