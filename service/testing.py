@@ -174,7 +174,7 @@ class FlowTestHost:
             run_id,
             run.status,
             {r.key: StepResultView.of(r) for r in rows},
-            timeline(stored, rows),
+            timeline(run, stored, rows),
             duplicate,
         )
 

@@ -2,9 +2,10 @@
 
 Executing a step writes no event of its own: `step.started`, `step.completed` and
 `step.failed` are read off the attempt entries that `claim` and `finish` write on the
-step row anyway, which saves two writes per step. Everything else (run.started,
-step.skipped, step.pending, signals, cancels, run.completed) is stored by the event
-store. `timeline` merges both by time and numbers the result 1..n.
+step row anyway, which saves two writes per step, and `run.started` off the run record.
+Everything else (step.skipped, step.pending, signals, cancels, run.completed, one per
+completion of a run that a retry reopened) is stored by the event store. `timeline`
+merges them by time and numbers the result 1..n.
 """
 
 from collections.abc import Iterable, Sequence
@@ -12,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from service.engine.model import ITERATION, StepStatus
-from service.engine.records import Attempt, Event, StepRecord
+from service.engine.records import Attempt, Event, RunRecord, StepRecord
 
 MAX_MESSAGE = 1000
 """Characters of an error kept in a `step.failed` event's message."""
@@ -51,14 +52,27 @@ def _ended(row: StepRecord, attempt: Attempt) -> Event | None:
     return Event(row.run_id, 0, kind, attempt.completed_at, row.key, message)
 
 
-def timeline(stored: Sequence[Event], rows: Iterable[StepRecord]) -> list[Event]:
-    """Stored and attempt events in time order, numbered from 1.
+def run_started(run: RunRecord) -> Event:
+    return Event(
+        run.run_id,
+        0,
+        "run.started",
+        run.started_at,
+        "__run",
+        f"Flow run started via trigger '{run.trigger_key}'.",
+    )
+
+
+def timeline(
+    run: RunRecord, stored: Sequence[Event], rows: Iterable[StepRecord]
+) -> list[Event]:
+    """The run's start, stored and attempt events in time order, numbered from 1.
 
     At equal instants run.started comes first and run.completed last; otherwise stored
     events keep their order and come before attempt events.
     """
     derived = [e for row in rows if row.type != ITERATION for e in attempt_events(row)]
-    merged = sorted([*stored, *derived], key=_order)
+    merged = sorted([run_started(run), *stored, *derived], key=_order)
     return [replace(event, seq=n) for n, event in enumerate(merged, start=1)]
 
 

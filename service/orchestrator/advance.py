@@ -135,7 +135,8 @@ async def _republish_queued(
 
 
 _COUNT_JOINS_OVER = 16
-"""A step with more dependencies than this is counted before its rows are read."""
+"""A step with more dependencies (a scope with more steps) than this is counted before
+its rows are read; below, reading them costs the same one round trip."""
 
 
 async def _waiting_joins(
@@ -346,9 +347,13 @@ async def settle_scope(
     `repeat`: this may be a continuation a crash cut short, so finish what it began.
     """
     runs = rt.stores.runs
-    if await runs.count_final(run.run_id, scope.name) < len(scope.steps):
-        return
+    if len(scope.steps) > _COUNT_JOINS_OVER and await runs.count_final(
+        run.run_id, scope.name
+    ) < len(scope.steps):
+        return  # a count, not a read of every row, while a wide scope is not done
     rows = await runs.scope_steps(run.run_id, scope.name)
+    if sum(1 for row in rows if row.status.is_final) < len(scope.steps):
+        return
     statuses = {scope.local(r.key): r.status for r in rows if r.type != ITERATION}
     status = planner.run_status(scope.steps, statuses)
     if not scope.prefix:

@@ -150,18 +150,7 @@ async def start(rt: Runtime, run: RunRecord, flow: Flow) -> None:
             )
         )
     await adv.advance(rt, run, flow, flow.scope(), None, republish=True)
-    await rt.stores.runs.mark_started(run.run_id)
-    await adv.record_events(
-        rt,
-        run,
-        [
-            NewEvent(
-                "run.started",
-                run.started_at,
-                message=f"Flow run started via trigger '{run.trigger_key}'.",
-            )
-        ],
-    )
+    await rt.stores.runs.mark_started(run.run_id)  # run.started: see timeline.py
 
 
 async def _run_and_flow(

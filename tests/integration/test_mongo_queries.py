@@ -145,7 +145,9 @@ async def test_run_detail_has_the_steps_attempts_and_events(stores: MongoStores)
         attempt=2,
         now=T0 + 3 * LEASE,
     )
-    await stores.events.append(run.run_id, [NewEvent("run.started", T0)])
+    await stores.events.append(
+        run.run_id, [NewEvent("step.skipped", T0 + 4 * LEASE, "ship", "skipped")]
+    )
 
     detail = await stores.queries.run_detail(run.run_id)
 
@@ -167,6 +169,7 @@ async def test_run_detail_has_the_steps_attempts_and_events(stores: MongoStores)
         (2, "step.started", "fetch"),
         (3, "step.started", "fetch"),
         (4, "step.completed", "fetch"),
+        (5, "step.skipped", "ship"),
     ]
 
 

@@ -2,13 +2,24 @@
 
 from datetime import UTC, datetime, timedelta
 
-from service.engine.model import ITERATION, JobId, RunId, StepKey, StepStatus
-from service.engine.records import Attempt, Event, StepRecord
+from service.engine.model import (
+    ITERATION,
+    FlowId,
+    JobId,
+    RunId,
+    StepKey,
+    StepStatus,
+    TriggerKey,
+)
+from service.engine.records import Attempt, Event, RunRecord, StepRecord
 from service.engine.timeline import MAX_MESSAGE, timeline
 
 RUN = RunId("run-1")
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
+THE_RUN = RunRecord(
+    RUN, FlowId("flow-1"), "orders", TriggerKey("manual"), JobId("job-0"), T0
+)
 
 
 def row(key: str, *attempts: Attempt, type: str = "Work") -> StepRecord:
@@ -44,11 +55,8 @@ def test_attempts_become_started_and_completed_or_failed_events_in_time_order():
         row("c", attempt(1, 8, None, StepStatus.RUNNING)),
     ]
     events = timeline(
-        [
-            stored(1, "run.started", 0),
-            stored(2, "step.pending", 4, "b"),
-            stored(3, "step.skipped", 7, "d"),
-        ],
+        THE_RUN,
+        [stored(2, "step.pending", 4, "b"), stored(3, "step.skipped", 7, "d")],
         rows,
     )
 
@@ -63,6 +71,7 @@ def test_attempts_become_started_and_completed_or_failed_events_in_time_order():
         (8, "step.failed", "b"),
         (9, "step.started", "c"),
     ]
+    assert events[0].message == "Flow run started via trigger 'manual'."
     assert events[2].message == "Step 'a' completed with status Succeeded."
     assert events[7].message == ("boom" * 1000)[:MAX_MESSAGE]
 
@@ -70,9 +79,7 @@ def test_attempts_become_started_and_completed_or_failed_events_in_time_order():
 def test_at_one_instant_the_run_starts_first_and_completes_last():
     rows = [row("a", attempt(1, 0, 0, StepStatus.SKIPPED))]
 
-    events = timeline(
-        [stored(2, "run.completed", 0), stored(1, "run.started", 0)], rows
-    )
+    events = timeline(THE_RUN, [stored(2, "run.completed", 0)], rows)
 
     assert [e.type for e in events] == [
         "run.started",
@@ -82,10 +89,10 @@ def test_at_one_instant_the_run_starts_first_and_completes_last():
     ]
 
 
-def test_iteration_rows_and_unclaimed_rows_add_nothing():
+def test_iteration_rows_and_unclaimed_rows_add_nothing_to_the_start():
     rows = [
         row("loop.0", attempt(1, 1, 2, StepStatus.SUCCEEDED), type=ITERATION),
         row("never"),
     ]
 
-    assert timeline([], rows) == []
+    assert [e.type for e in timeline(THE_RUN, [], rows)] == ["run.started"]

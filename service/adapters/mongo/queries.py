@@ -83,11 +83,10 @@ class RunQueries:
             [("dispatched_at", ASCENDING), ("_id", ASCENDING)]
         )
         events = self._events.find({"run_id": run_id}).sort("seq", ASCENDING)
+        run = run_record(found)
         rows = [step_record(doc) async for doc in steps]
         stored = [event_record(doc) async for doc in events]
-        return RunDetail(
-            run=run_record(found), steps=rows, events=timeline(stored, rows)
-        )
+        return RunDetail(run=run, steps=rows, events=timeline(run, stored, rows))
 
     async def count_by_status(self, *, flow: str | None = None) -> dict[str, int]:
         """Runs per status (every status, zero included), of one flow id or of all."""
