@@ -199,7 +199,11 @@ def _scheduler_options(settings: Settings) -> SchedulerOptions:
     # most a third of it late; never more often than the scheduler passes.
     every = max(settings.reconcile_after / 3, settings.scheduler_interval)
     return SchedulerOptions(
-        owner=settings.worker_id, reconcile_every=every, retention=settings.retention
+        owner=settings.worker_id,
+        # A timer whose firing worker died is fired again once this lease ends.
+        timer_lease=settings.step_lease,
+        reconcile_every=every,
+        retention=settings.retention,
     )
 
 

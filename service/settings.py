@@ -147,7 +147,10 @@ class Settings(BaseSettings):
     )
     step_lease: Seconds = Field(
         timedelta(seconds=30),
-        description="A step claim expires this long after its last heartbeat.",
+        description=(
+            "A step claim expires this long after its last heartbeat; a timer being "
+            "fired by a worker that died is fired again after it."
+        ),
     )
     step_heartbeat: Seconds = Field(
         timedelta(seconds=10),
