@@ -2,10 +2,11 @@
 
 Executing a step writes no event of its own: `step.started`, `step.completed` and
 `step.failed` are read off the attempt entries that `claim` and `finish` write on the
-step row anyway, which saves two writes per step, and `run.started` off the run record.
-Everything else (step.skipped, step.pending, signals, cancels, run.completed, one per
-completion of a run that a retry reopened) is stored by the event store. `timeline`
-merges them by time and numbers the result 1..n.
+step row anyway, which saves two writes per step; `run.started` and the current
+`run.completed` are read off the run record. Everything else (step.skipped,
+step.pending, signals, cancels, and the earlier completions of a run that a retry
+reopened) is stored by the event store. `timeline` merges them by time and numbers the
+result 1..n.
 """
 
 from collections.abc import Iterable, Sequence
@@ -63,6 +64,19 @@ def run_started(run: RunRecord) -> Event:
     )
 
 
+def run_completed(run: RunRecord) -> Event | None:
+    if run.completed_at is None or not run.status.is_final:
+        return None
+    return Event(
+        run.run_id,
+        0,
+        "run.completed",
+        run.completed_at,
+        "__run",
+        f"Run completed with status {run.status}.",
+    )
+
+
 def timeline(
     run: RunRecord, stored: Sequence[Event], rows: Iterable[StepRecord]
 ) -> list[Event]:
@@ -72,7 +86,14 @@ def timeline(
     events keep their order and come before attempt events.
     """
     derived = [e for row in rows if row.type != ITERATION for e in attempt_events(row)]
-    merged = sorted([run_started(run), *stored, *derived], key=_order)
+    derived.append(run_started(run))
+    ended = run_completed(run)
+    if ended is not None and not any(  # stored by a retry cut short before reopening
+        (e.type, e.at, e.message) == (ended.type, ended.at, ended.message)
+        for e in stored
+    ):
+        derived.append(ended)
+    merged = sorted([*stored, *derived], key=_order)
     return [replace(event, seq=n) for n, event in enumerate(merged, start=1)]
 
 

@@ -363,37 +363,30 @@ async def settle_scope(
 
 
 async def complete_run(rt: Runtime, run: RunRecord, status: RunStatus) -> None:
-    """Complete the run once, and record `run.completed` once.
+    """Complete the run once (its `run.completed` event is read off the run record).
 
-    After a crash between the two, a redelivery finds the run complete and writes the
-    keyed event again, which the event store keeps once.
+    Safe to repeat: a redelivery after a crash finds the run complete and only tidies
+    up the deadline timer.
     """
-    runs = rt.stores.runs
-    completed_at = rt.clock.now()
-    if await runs.complete_run(run.run_id, status, now=completed_at):
+    if await rt.stores.runs.complete_run(run.run_id, status, now=rt.clock.now()):
         log.info(
             "run_completed", run_id=run.run_id, flow_id=run.flow_id, status=status.value
         )
         rt.telemetry.run_completed(run.flow_id, status.value)
-    else:
-        current = await runs.get_run(run.run_id)
-        if current is None or current.completed_at is None:
-            return
-        status, completed_at = current.status, current.completed_at
-    await record_events(
-        rt,
-        run,
-        [
-            NewEvent(
-                "run.completed",
-                completed_at,
-                message=f"Run completed with status {status}.",
-                key=f"run.completed:{_millis(completed_at)}",
-            )
-        ],
-    )
     if run.deadline_at is not None:
         await rt.stores.timers.delete(f"deadline:{run.run_id}")
+
+
+def completion_event(run: RunRecord) -> NewEvent | None:
+    """The stored form of the run's completion, kept when a retry reopens the run."""
+    if run.completed_at is None:
+        return None
+    return NewEvent(
+        "run.completed",
+        run.completed_at,
+        message=f"Run completed with status {run.status}.",
+        key=f"run.completed:{_millis(run.completed_at)}",
+    )
 
 
 def _millis(at: datetime) -> int:

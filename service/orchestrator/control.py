@@ -183,6 +183,9 @@ async def retry_step(rt: Runtime, run_id: RunId, key: StepKey) -> ControlResult:
             key,
         )
     runs = rt.stores.runs
+    completed = adv.completion_event(run)
+    if completed is not None:  # the record is about to forget this completion
+        await adv.record_events(rt, run, [completed])
     await runs.reopen_run(run_id)
     await runs.reset_steps(
         run_id,

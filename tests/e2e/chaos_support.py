@@ -535,9 +535,7 @@ async def verify(deployment: Deployment, load: Load) -> Findings:
                 f"{run_id}/{key}#{attempt}: invoked under another job id",
             )
 
-    completed = Counter(
-        [e["run_id"] async for e in db.events.find({"type": "run.completed"})]
-    )
+    completed = await deployment.events_per_run("run.completed")
     found.check(
         all(n == 1 for n in completed.values()),
         f"runs with several run.completed events: "

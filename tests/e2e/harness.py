@@ -32,6 +32,8 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pymongo import AsyncMongoClient
 
+from service.adapters.mongo.queries import RunQueries
+
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 Document = dict[str, Any]
@@ -409,21 +411,17 @@ class Deployment:
             done, within=within, what=what, every=0.2, alive=self.check_alive
         )
 
-    async def recorded(self, kind: str, count: int, *, within: float = 10) -> None:
-        """Wait until exactly `count` run events of `kind` are stored (they follow the
-        status change they record, so they may lag it a little).
-        """
-
-        async def exactly() -> int | None:
-            found = await self.db.events.count_documents({"type": kind})
-            return found if found == count else None
-
-        await eventually(exactly, within=within, what=f"{count} {kind} events")
-
     async def events_per_run(self, kind: str) -> Counter[str]:
-        """How many events of `kind` each run has."""
-        events = await self.db.events.find({"type": kind}).to_list(None)
-        return Counter(event["run_id"] for event in events)
+        """How many events of `kind` each run shows, as `flowctl run` lists them
+        (stored events merged with those read off the run and its attempts).
+        """
+        queries = RunQueries(self.db)
+        counts: Counter[str] = Counter()
+        for run in await self.db.runs.find({}, {"_id": 1}).to_list(None):
+            detail = await queries.run_detail(run["_id"])
+            assert detail is not None
+            counts[run["_id"]] = sum(e.type == kind for e in detail.events)
+        return counts
 
     # -- the end -------------------------------------------------------------------
 

@@ -1,18 +1,23 @@
 """Events as users read them: stored events merged with those of the attempts."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from service.engine.model import (
     ITERATION,
+    Flow,
     FlowId,
     JobId,
     RunId,
+    Step,
     StepKey,
     StepStatus,
     TriggerKey,
 )
 from service.engine.records import Attempt, Event, RunRecord, StepRecord
 from service.engine.timeline import MAX_MESSAGE, timeline
+from service.steps.handlers import Failed, Handlers, StepContext
+from service.testing import FlowTestHost
 
 RUN = RunId("run-1")
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -96,3 +101,31 @@ def test_iteration_rows_and_unclaimed_rows_add_nothing_to_the_start():
     ]
 
     assert [e.type for e in timeline(THE_RUN, [], rows)] == ["run.started"]
+
+
+async def test_a_run_reopened_by_a_retry_shows_both_completions():
+    calls: list[int] = []
+    handlers = Handlers()
+
+    @handlers.handler("FailOnce")
+    async def fail_once(ctx: StepContext, inputs: dict[str, Any]) -> object:
+        calls.append(ctx.attempt)
+        return Failed("first call") if len(calls) == 1 else {"ok": True}
+
+    flow = Flow(
+        FlowId("9d2f8e1a-0000-4000-8000-0000000000e1"), "f", {"a": Step("FailOnce")}
+    )
+    host = FlowTestHost([flow], handlers)
+    failed = await host.trigger("f")
+
+    await host.retry(failed.run_id, "a")
+    again = await host.retry(failed.run_id, "a")  # refused: nothing to retry now
+    result = await host.result(failed.run_id)
+
+    assert again.status == "refused"
+    completions = [e.message for e in result.events if e.type == "run.completed"]
+    assert completions == [
+        "Run completed with status Failed.",
+        "Run completed with status Succeeded.",
+    ]
+    assert result.events[-1].type == "run.completed"
