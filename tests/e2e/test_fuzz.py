@@ -703,22 +703,31 @@ def _refused(worker: Worker) -> float:
 async def _settled(deployment: Deployment, worker: Worker, want: Expected) -> None:
     """Wait until the worker has dealt with everything published so far."""
 
+    seen: dict[str, float] = {}
+
     async def done() -> bool:
-        if await queue_depth(deployment, "dead") < want.dead:
-            return False
-        terminal = await deployment.db.runs.count_documents(
+        seen["dead"] = await queue_depth(deployment, "dead")
+        seen["terminal"] = await deployment.db.runs.count_documents(
             {"status": {"$ne": "Running"}}
         )
-        refused = await asyncio.to_thread(_refused, worker)
-        return terminal >= want.runs and refused >= want.refused
+        seen["refused"] = await asyncio.to_thread(_refused, worker)
+        return (
+            seen["dead"] >= want.dead
+            and seen["terminal"] >= want.runs
+            and seen["refused"] >= want.refused
+        )
 
-    await eventually(
-        done,
-        within=120 + want.good * 0.2,
-        what="every message dealt with",
-        every=0.25,
-        alive=deployment.check_alive,
-    )
+    try:
+        await eventually(
+            done,
+            within=120 + want.good * 0.2,
+            what="every message dealt with",
+            every=0.25,
+            alive=deployment.check_alive,
+        )
+    except AssertionError as exc:
+        wanted = {"dead": want.dead, "terminal": want.runs, "refused": want.refused}
+        raise AssertionError(f"{exc}: seen {seen}, wanted {wanted}") from None
 
 
 async def _dead_letters(deployment: Deployment) -> list[Any]:
