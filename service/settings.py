@@ -89,7 +89,12 @@ class Settings(BaseSettings):
         64, ge=1, description="Unacked deliveries per queue the broker may send ahead."
     )
     amqp_concurrency: int = Field(
-        32, ge=1, description="Messages handled at the same time by one worker."
+        32,
+        ge=1,
+        description=(
+            "Messages handled at the same time by one worker; those that start runs "
+            "(trigger, rerun) take at most a quarter of them."
+        ),
     )
     amqp_delivery_limit: int = Field(
         DELIVERY_LIMIT,

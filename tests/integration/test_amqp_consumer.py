@@ -385,3 +385,42 @@ async def test_shutdown_lets_an_in_flight_delivery_finish_within_the_grace(
 
         assert worker.tally.outcomes["run_step", Outcome.ACKED] == 1
         assert (await worker.until_final(run_id)).status is RunStatus.SUCCEEDED
+
+
+async def test_triggers_take_at_most_a_quarter_of_the_slots_and_the_rest_goes_on(
+    worker, client, monkeypatch
+):
+    # running_worker handles 8 deliveries at once: triggers get 2 of them.
+    inside, peak = 0, 0
+    release = asyncio.Event()
+    original = worker.orchestrator.trigger
+
+    async def held_trigger(*args, **kwargs):
+        nonlocal inside, peak
+        inside += 1
+        peak = max(peak, inside)
+        try:
+            await release.wait()
+            return await original(*args, **kwargs)
+        finally:
+            inside -= 1
+
+    monkeypatch.setattr(worker.orchestrator, "trigger", held_trigger)
+    run_ids = [await trigger_hello(client) for _ in range(6)]
+    await until(lambda: inside == 2)
+    replies = await a_reply_queue(client)
+
+    # Six triggers wait, yet a control message is answered at once.
+    await client.publish(
+        "control.cancel_run",
+        {"run_id": "no-such-run"},
+        kind="cancel_run",
+        reply_to=replies.name,
+    )
+    answer = reply_of(await next_message(replies))
+    release.set()
+    runs = [await worker.until_final(run_id) for run_id in run_ids]
+
+    assert answer["status"] == "not_found"
+    assert peak == 2
+    assert [run.status for run in runs] == [RunStatus.SUCCEEDED] * 6

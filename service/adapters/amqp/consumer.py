@@ -49,6 +49,10 @@ lenient.install()
 
 log: FilteringBoundLogger = structlog.get_logger()
 
+NEW_RUN_SHARE = 4
+"""Messages that start runs take at most 1/NEW_RUN_SHARE of the concurrency."""
+_NEW_RUNS = frozenset({"trigger", "rerun"})
+
 T = TypeVar("T")
 
 CRASHED: Final = "crashed"
@@ -133,8 +137,9 @@ class Consumer:
 
     `topology` is the one declared on the publishing channel: dead letters and replies
     go out through it. Each of the three queues holds up to `prefetch` unacked
-    deliveries, and at most `concurrency` are handled at once, so a burst of triggers
-    never starves steps.
+    deliveries, and at most `concurrency` are handled at once, of which messages that
+    start runs (trigger, rerun) take at most a quarter: a backlog of triggers never
+    starves the steps of the runs already going, so those finish at the steady rate.
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class Consumer:
         self._orchestrator = orchestrator
         self._prefetch = prefetch
         self._slots = asyncio.Semaphore(concurrency)
+        self._new_run_slots = asyncio.Semaphore(max(1, concurrency // NEW_RUN_SHARE))
         self._max_body_bytes = max_body_bytes
         self._backoff = backoff
         self.observer: Observer = observer or Tally()
@@ -236,6 +242,12 @@ class Consumer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _gate(self, kind: str) -> contextlib.AbstractAsyncContextManager[object]:
+        """What a delivery of `kind` waits for before it takes a slot."""
+        if kind in _NEW_RUNS:
+            return self._new_run_slots
+        return contextlib.nullcontext()
+
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         """Handle one delivery, then settle it exactly once (the one settle point)."""
         kind = kind_label(message.type)
@@ -246,7 +258,7 @@ class Consumer:
             message_id=_shown(message.message_id), type=_shown(message.type)
         ):
             try:
-                async with self._slots:
+                async with self._gate(kind), self._slots:
                     if not self._stop.is_set():
                         outcome, reason = await self._process(message, kind)
             except Exception:
