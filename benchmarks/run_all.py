@@ -100,7 +100,8 @@ def _old_durations(path: Path) -> str:
     if not path.exists():
         return ""
     lines = path.read_text().splitlines()
-    return next((line for line in lines if line.startswith("Durations:")), "")
+    found = next((line for line in lines if line.startswith("Durations:")), "")
+    return found.split(" Tables rebuilt from", 1)[0]  # said once, below
 
 
 def fmt(value: object) -> str:
