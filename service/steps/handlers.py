@@ -7,6 +7,7 @@ blocks the loop.
 """
 
 import asyncio
+import functools
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -153,7 +154,9 @@ def to_json(value: object) -> Json:
     return cast(Json, json.loads(json.dumps(value)))
 
 
+@functools.lru_cache(maxsize=1024)
 def _input_model(handler: Handler) -> type[BaseModel] | None:
+    """The pydantic model of the handler's inputs, if annotated (once per handler)."""
     try:
         hints = get_type_hints(handler)
     except (NameError, TypeError):
