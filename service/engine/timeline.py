@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from service.engine.model import ITERATION, StepStatus
+from service.engine.model import ITERATION, RunStatus, StepStatus
 from service.engine.records import Attempt, Event, RunRecord, StepRecord
 
 MAX_MESSAGE = 1000
@@ -64,6 +64,11 @@ def run_started(run: RunRecord) -> Event:
     )
 
 
+def completed_message(status: RunStatus) -> str:
+    """The text of a `run.completed` event, read off the run or stored by a retry."""
+    return f"Run completed with status {status}."
+
+
 def run_completed(run: RunRecord) -> Event | None:
     if run.completed_at is None or not run.status.is_final:
         return None
@@ -73,7 +78,7 @@ def run_completed(run: RunRecord) -> Event | None:
         "run.completed",
         run.completed_at,
         "__run",
-        f"Run completed with status {run.status}.",
+        completed_message(run.status),
     )
 
 

@@ -35,6 +35,7 @@ from service.engine.records import (
     Timer,
     TimerKind,
 )
+from service.engine.timeline import completed_message
 from service.orchestrator.runtime import Runtime
 from service.ports import Dispatch
 
@@ -384,7 +385,7 @@ def completion_event(run: RunRecord) -> NewEvent | None:
     return NewEvent(
         "run.completed",
         run.completed_at,
-        message=f"Run completed with status {run.status}.",
+        message=completed_message(run.status),
         key=f"run.completed:{_millis(run.completed_at)}",
     )
 
