@@ -1,4 +1,8 @@
-"""`MongoEventStore`: each run's events (SPEC §6.1), numbered per run.
+"""`MongoEventStore`: each run's stored events (SPEC §6.1), numbered per run.
+
+Only what no record holds is stored (skips, parks, signals, cancels, a completion a
+retry reopened); step and run starts and ends are read off the records by
+`service/engine/timeline.py`, which merges both for readers.
 
 Written with w:1 (telemetry; every other collection uses the configured write concern).
 `events {run_id, seq, type, at, step_key, message}`, unique on (run_id, seq): one small
@@ -24,8 +28,7 @@ from service.engine.records import Event, NewEvent
 class MongoEventStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         # Events are telemetry (SPEC 6.1: best effort, never fail a run), so they skip
-        # the majority and journal wait every state transition pays: w:1 halves the
-        # cost of the two writes each executed step adds here.
+        # the majority and journal wait every state transition pays.
         telemetry = WriteConcern(w=1)
         self._events = db.get_collection(EVENTS, write_concern=telemetry)
         self._counters = db.get_collection(EVENT_COUNTERS, write_concern=telemetry)
