@@ -1,8 +1,9 @@
 """`run_step`: claim a step, run it, record the outcome, then continue the run.
 
-Order of effects: claim (guarded) -> handler -> finish (guarded) -> timers/continuation.
+Order of effects: claim (guarded, with the run read beside it) -> handler -> the
+wake-up timer of a step that parks for a delay -> finish (guarded) -> continuation.
 A message that loses the claim is a duplicate; a redelivered one whose step is already
-final repeats the continuation, which is safe to repeat.
+final (or parked) repeats what follows, which is safe to repeat.
 """
 
 import asyncio
