@@ -89,7 +89,12 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
             outcome, result = await _execute(rt, run, flow, step, cancelled)
             # A step that parks for a delay gets its wake-up before it parks: a crash
             # between the two must not leave it Pending with nothing to wake it.
-            timer = _requeue_timer(rt, run, flow, step, outcome, result)
+            parked_for = (
+                _park_delay(flow.find(step.key), step, result)
+                if outcome.status is StepStatus.PENDING
+                else None
+            )
+            timer = _requeue_timer(rt, run, step, parked_for)
             if timer is not None:
                 await rt.stores.timers.set(timer)
             finished = await runs.finish(
@@ -111,7 +116,7 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
             outcome.status.value,
             seconds=(rt.clock.now() - (step.started_at or now)).total_seconds(),
         )
-        await _after(rt, run, flow, step, outcome, result, cancelled)
+        await _after(rt, run, flow, step, outcome, result, cancelled, parked_for)
 
 
 @contextlib.asynccontextmanager
@@ -316,16 +321,17 @@ async def _after(
     outcome: Outcome,
     result: StepResult | None,
     cancelled: asyncio.Event,
+    parked_for: timedelta | None,
 ) -> None:
+    """Continue after the recorded outcome (`parked_for`: the delay of a park)."""
     log.info("step_finished", status=outcome.status.value)
     # step.started/completed/failed are read off the attempt entries (timeline.py).
     if outcome.status is StepStatus.PENDING:
-        delay = _park_delay(flow.find(step.key), step, result)
         pending = NewEvent(
             "step.pending",
             rt.clock.now(),
             step.key,
-            f"Step '{step.key}' pending for {delay or 'a signal or loop'}.",
+            f"Step '{step.key}' pending for {parked_for or 'a signal or loop'}.",
         )
         await adv.record_events(rt, run, [pending])
         await _after_park(rt, run, flow, step)
@@ -342,17 +348,9 @@ async def _after(
 
 
 def _requeue_timer(
-    rt: Runtime,
-    run: RunRecord,
-    flow: Flow,
-    step: StepRecord,
-    outcome: Outcome,
-    result: StepResult | None,
+    rt: Runtime, run: RunRecord, step: StepRecord, delay: timedelta | None
 ) -> Timer | None:
-    """The wake-up of a step this attempt parks for a delay (a poll or a retry)."""
-    if outcome.status is not StepStatus.PENDING:
-        return None
-    delay = _park_delay(flow.find(step.key), step, result)
+    """The wake-up of a step this attempt parks for `delay` (a poll or a retry)."""
     if delay is None:
         return None
     return Timer(
