@@ -39,6 +39,8 @@ from tests.services import AmqpCleanup
 
 DEADLINE = 30.0  # seconds; generous, only a broken service gets near it
 MAX_BODY_BYTES = 4096
+FAST = Backoff(first=timedelta(milliseconds=20), cap=timedelta(milliseconds=200))
+"""Outage retries in milliseconds, for tests that make the broker refuse a publish."""
 
 
 def register(cleanup: AmqpCleanup, names: Names) -> None:

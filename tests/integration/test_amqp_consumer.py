@@ -5,54 +5,24 @@ bodies, the kind in the AMQP `type` property, the job id in `message_id`.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import aio_pika
 import pytest
 
-from examples import hello
-from service.adapters.amqp.consumer import Backoff, Outcome
-from service.adapters.amqp.topology import Names
+from service.adapters.amqp.consumer import Outcome
 from service.engine.model import Flow, FlowId, RunId, RunStatus, Step, StepKey
 from service.steps.handlers import Handlers, StepContext
 from tests.integration.amqp import (
     DEADLINE,
     MAX_BODY_BYTES,
     Client,
-    Worker,
     next_message,
-    register,
     reply_of,
     running_worker,
     until,
 )
-
-FAST = Backoff(first=timedelta(milliseconds=20), cap=timedelta(milliseconds=200))
-
-
-@pytest.fixture
-def names(amqp_prefix, amqp_cleanup) -> Names:
-    names = Names(amqp_prefix)
-    register(amqp_cleanup, names)
-    return names
-
-
-@pytest.fixture
-async def worker(rabbitmq_url, names) -> AsyncIterator[Worker]:
-    async with running_worker(
-        rabbitmq_url, names, hello.flows, hello.handlers, backoff=FAST
-    ) as worker:
-        yield worker
-
-
-@pytest.fixture
-async def client(rabbitmq_url, names) -> AsyncIterator[Client]:
-    async with await aio_pika.connect(rabbitmq_url) as connection:
-        channel = await connection.channel()
-        raw = await connection.channel(publisher_confirms=False)
-        yield Client(channel, raw, names)
 
 
 async def a_reply_queue(client: Client):

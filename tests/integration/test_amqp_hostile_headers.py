@@ -8,13 +8,10 @@ connection stays open; big integers in JSON must survive the way in and out.
 
 import json
 import struct
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import cast
 from uuid import uuid4
 
-import aio_pika
 import aiormq
 import pytest
 from aiormq.abc import ChannelFrame, FrameType
@@ -22,45 +19,17 @@ from pamqp import commands
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from examples import hello
-from service.adapters.amqp.consumer import Backoff, Outcome
+from service.adapters.amqp.consumer import Outcome
 from service.adapters.amqp.dispatcher import publish_json
 from service.adapters.amqp.letters import REWRITTEN, TRIMMED
-from service.adapters.amqp.topology import Names
 from service.engine.model import RunId, RunStatus, StepKey
 from tests.integration.amqp import (
     Client,
     Worker,
     next_message,
-    register,
-    running_worker,
 )
 
-FAST = Backoff(first=timedelta(milliseconds=20), cap=timedelta(milliseconds=200))
 BIG = 123456789012345678901234567890
-
-
-@pytest.fixture
-def names(amqp_prefix, amqp_cleanup) -> Names:
-    names = Names(amqp_prefix)
-    register(amqp_cleanup, names)
-    return names
-
-
-@pytest.fixture
-async def worker(rabbitmq_url, names) -> AsyncIterator[Worker]:
-    async with running_worker(
-        rabbitmq_url, names, hello.flows, hello.handlers, backoff=FAST
-    ) as worker:
-        yield worker
-
-
-@pytest.fixture
-async def client(rabbitmq_url, names) -> AsyncIterator[Client]:
-    async with await aio_pika.connect(rabbitmq_url) as connection:
-        channel = await connection.channel()
-        raw = await connection.channel(publisher_confirms=False)
-        yield Client(channel, raw, names)
 
 
 def shortstr(value: bytes) -> bytes:

@@ -4,17 +4,10 @@ import aio_pika
 import pytest
 from aio_pika.exceptions import ChannelPreconditionFailed
 
-from service.adapters.amqp.topology import Names, declare, work_queue_arguments
-from tests.integration.amqp import next_message, register
+from service.adapters.amqp.topology import declare, work_queue_arguments
+from tests.integration.amqp import next_message
 
 QUEUES = ["triggers", "steps", "control"]
-
-
-@pytest.fixture
-def names(amqp_prefix, amqp_cleanup) -> Names:
-    names = Names(amqp_prefix)
-    register(amqp_cleanup, names)
-    return names
 
 
 async def test_declaring_twice_is_idempotent(rabbitmq_url, names):
