@@ -320,19 +320,16 @@ class Scenario:
 
     async def consumers(self, queue: str) -> int | None:
         """Consumers on `<prefix>.<queue>`; None while the queue does not exist."""
-        channel = await (await self.connection()).channel()
-        try:
-            declared = await channel.declare_queue(
-                f"{self.prefix}.{queue}", passive=True
-            )
-        except aio_pika.exceptions.ChannelClosed:
-            return None
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
-        return declared.declaration_result.consumer_count
+        found = await self._declared(queue)
+        return None if found is None else found.consumer_count
 
     async def queue_depth(self, queue: str) -> int | None:
+        """Messages ready in `<prefix>.<queue>`; None while the queue does not exist."""
+        found = await self._declared(queue)
+        return None if found is None else found.message_count
+
+    async def _declared(self, queue: str) -> Any:
+        """The broker's answer to a passive declare of `<prefix>.<queue>`, or None."""
         channel = await (await self.connection()).channel()
         try:
             declared = await channel.declare_queue(
@@ -343,7 +340,7 @@ class Scenario:
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
-        return declared.declaration_result.message_count
+        return declared.declaration_result
 
     async def queue_depth_or_none(self, queue: str) -> int | None:
         """`queue_depth`, or None when the broker can't be asked right now."""
