@@ -267,6 +267,12 @@ def scope_of(key: str) -> str:
     return head
 
 
+def scope_prefix(key: str) -> str:
+    """The runtime prefix of a key's scope: "" for top-level keys, "loop.3." below."""
+    head, _, _ = key.rpartition(".")
+    return f"{head}." if head else ""
+
+
 def iteration_key(loop: str, index: int) -> StepKey:
     return StepKey(f"{loop}.{index}")
 

@@ -92,13 +92,19 @@ def cascade(
 
 
 def run_status(
-    steps: Mapping[str, Step], statuses: Mapping[str, StepStatus]
+    steps: Mapping[str, Step],
+    statuses: Mapping[str, StepStatus],
+    *,
+    stop: RunStatus | None = None,
 ) -> RunStatus:
     """The status of a finished scope (decision 2).
 
+    The stop (Cancelled or TimedOut) of a stopped run, however its steps ended; else
     Failed if a failure is unhandled (a Failed step is handled when a step that lists it
     in runAfter Succeeded); else Succeeded if any step Succeeded; else Skipped.
     """
+    if stop is not None:
+        return stop
     for key, status in statuses.items():
         if status is StepStatus.FAILED and not _handled(steps, statuses, key):
             return RunStatus.FAILED

@@ -45,8 +45,23 @@ class RunRecord:
     cancel_requested: bool = False
     cancel_reason: str | None = None
     timed_out_at: datetime | None = None
-    started: bool = False
-    """True once entry steps are dispatched; a redelivered trigger redoes the start."""
+    released: tuple[StepKey, ...] = ()
+    """The entry steps its creation released; their rows come with their claims."""
+
+    @property
+    def facts(self) -> "RunFacts":
+        """What never changes about the run (what a worker may cache)."""
+        return RunFacts(
+            run_id=self.run_id,
+            flow_id=self.flow_id,
+            flow_name=self.flow_name,
+            trigger_key=self.trigger_key,
+            job_id=self.job_id,
+            started_at=self.started_at,
+            body=self.body,
+            headers=self.headers,
+            deadline_at=self.deadline_at,
+        )
 
     @property
     def stop_status(self) -> RunStatus | None:
@@ -56,6 +71,21 @@ class RunRecord:
         if self.cancel_requested:
             return RunStatus.CANCELLED
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """The immutable part of a run: all a step's execution needs to know of it."""
+
+    run_id: RunId
+    flow_id: FlowId
+    flow_name: str
+    trigger_key: TriggerKey
+    job_id: JobId
+    started_at: datetime
+    body: Json = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    deadline_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +106,33 @@ class LoopState:
     concurrency: int
     finished: int = 0
     failed: int = 0
+    done: Mapping[int, int] = field(default_factory=dict)
+    """The iterations counted so far, as a bitmap: word -> bits, `WORD_BITS` a word."""
+    stop: RunStatus | None = None
+    """Set when the run was stopped: no iteration starts any more."""
+
+    WORD_BITS = 63
+    """Iterations per word (a signed 64-bit integer in MongoDB)."""
+
+    @property
+    def counted(self) -> set[int]:
+        """The iterations counted so far (walks the bitmap: for a stop, not a hop)."""
+        found: set[int] = set()
+        for word, bits in self.done.items():
+            while bits:
+                low = bits & -bits
+                found.add(word * self.WORD_BITS + low.bit_length() - 1)
+                bits ^= low
+        return found
+
+    def is_counted(self, index: int) -> bool:
+        word, bit = divmod(index, self.WORD_BITS)
+        return bool(self.done.get(word, 0) >> bit & 1)
+
+    def with_counted(self, index: int) -> dict[int, int]:
+        """The bitmap once `index` is counted too."""
+        word, bit = divmod(index, self.WORD_BITS)
+        return {**self.done, word: self.done.get(word, 0) | 1 << bit}
 
     @property
     def is_done(self) -> bool:
@@ -104,6 +161,15 @@ class StepRecord:
     attempts: tuple[Attempt, ...] = ()
     """The latest attempts (the store may keep only the most recent ones)."""
     loop: LoopState | None = None
+    released: tuple[StepKey, ...] = ()
+    """Top-level steps this step's result released; their rows come with their claim."""
+    stop: RunStatus | None = None
+    """Cancelled or TimedOut: the run was stopped while this row was not final."""
+
+    @property
+    def lost_attempts(self) -> int:
+        """Attempts whose worker died: superseded while still Running."""
+        return sum(1 for a in self.attempts[:-1] if a.status is StepStatus.RUNNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +193,24 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Recorded:
+    """The answer to a step's result: recorded or not, and the run's stop if any."""
+
+    won: bool
+    """False: the claim was lost (another attempt owns the step); nothing written."""
+    stop: RunStatus | None = None
+    """The row was marked stopped: the outcome is recorded, its releases are not."""
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """The answer to a heartbeat: is the lease still ours, and was the run stopped?"""
+
+    held: bool
+    stop: RunStatus | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of one attempt, as recorded."""
 
@@ -143,7 +227,7 @@ class TimerKind(StrEnum):
     REQUEUE = "requeue"
     """Move a parked (Pending) step back to Queued and publish it."""
     PUBLISH = "publish"
-    """Publish a Queued step whose dispatch was delayed."""
+    """Publish a released step whose dispatch was delayed (DelayNextStep)."""
     DEADLINE = "deadline"
     """Time the run out if it is still Running."""
 
@@ -157,6 +241,8 @@ class Timer:
     step_key: StepKey | None = None
     attempt: int | None = None
     """For a requeue: the attempt that parked the step; a later one is not woken."""
+    flow_id: FlowId | None = None
+    """The run's flow, so that firing it needs no read of the run."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,13 @@ reopened) is stored by the event store. `timeline` merges them by time and numbe
 result 1..n.
 """
 
+import calendar
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from service.engine.model import ITERATION, RunStatus, StepStatus
-from service.engine.records import Attempt, Event, RunRecord, StepRecord
+from service.engine.records import Attempt, Event, NewEvent, RunRecord, StepRecord
 
 MAX_MESSAGE = 1000
 """Characters of an error kept in a `step.failed` event's message."""
@@ -67,6 +68,24 @@ def run_started(run: RunRecord) -> Event:
 def completed_message(status: RunStatus) -> str:
     """The text of a `run.completed` event, read off the run or stored by a retry."""
     return f"Run completed with status {status}."
+
+
+def stored_completion(run: RunRecord) -> NewEvent | None:
+    """The stored form of the run's completion, kept when a retry reopens the run.
+
+    Its key is the completion instant to the millisecond (what MongoDB keeps), so the
+    timeline shows it once, stored or read off the record.
+    """
+    if run.completed_at is None:
+        return None
+    at = run.completed_at
+    millis = calendar.timegm(at.utctimetuple()) * 1000 + at.microsecond // 1000
+    return NewEvent(
+        "run.completed",
+        at,
+        message=completed_message(run.status),
+        key=f"run.completed:{millis}",
+    )
 
 
 def run_completed(run: RunRecord) -> Event | None:
