@@ -1,7 +1,7 @@
 """The contract of `FlowStore`: upserted definitions; `enabled` is the operator's."""
 
 from service.engine.model import FlowId, Json
-from service.ports import Stores
+from service.ports.stores import Stores
 from tests.contract.builders import a_flow
 
 

@@ -6,7 +6,7 @@ from service.adapters.clock import FrozenClock
 from service.engine.model import RunId, RunStatus, StepKey
 from service.engine.records import NewEvent
 from service.errors import UnknownReferenceError
-from service.ports import Stores
+from service.ports.stores import Stores
 from tests.contract.builders import a_run, a_step, a_timer
 
 DAY = timedelta(days=1)
@@ -23,10 +23,10 @@ async def a_full_run(
     run, _ = await stores.runs.create_run(a_run(idempotency_key=key))
     run_id = run.run_id
     now = clock.now()
-    await stores.runs.add_steps(
+    await stores.steps.add_steps(
         run_id, [a_step(), a_step("loop", type="ForEach")], at=now
     )
-    await stores.runs.start_loop(run_id, LOOP, ["a"], concurrency=1)
+    await stores.loops.start_loop(run_id, LOOP, ["a"], concurrency=1)
     await stores.events.append(run_id, [NewEvent("run.started", now)])
     await stores.signals.register(run_id, APPROVE, "Approved", expires_at=None, now=now)
     await stores.timers.set(a_timer(run_id, id=f"timer-{key}", due_at=now))
@@ -48,7 +48,7 @@ async def leftovers(
     for run_id in run_ids:
         found = {
             "run": await stores.runs.get_run(run_id) is not None,
-            "steps": bool(await stores.runs.steps(run_id, [FETCH, LOOP])),
+            "steps": bool(await stores.steps.steps(run_id, [FETCH, LOOP])),
             "items": await _has_items(stores, run_id),
             "events": bool(await stores.events.events(run_id)),
             "waiter": await stores.signals.waiter(run_id, APPROVE) is not None,
@@ -60,7 +60,7 @@ async def leftovers(
 
 async def _has_items(stores: Stores, run_id: RunId) -> bool:
     try:
-        await stores.runs.loop_item(run_id, LOOP, 0)
+        await stores.loops.loop_item(run_id, LOOP, 0)
     except UnknownReferenceError:
         return False
     return True

@@ -9,19 +9,27 @@ satisfying `service.ports.Stores`); `clock` comes from `conftest.py`.
 import asyncio
 from datetime import timedelta
 
+import pytest
+
 from service.adapters.clock import FrozenClock
-from service.engine.model import FlowId, JobId, Json, RunStatus, StepStatus, TriggerKey
-from service.ports import Stores
+from service.engine.model import (
+    FlowId,
+    JobId,
+    Json,
+    RunStatus,
+    StepKey,
+    StepStatus,
+    TriggerKey,
+)
+from service.ports.stores import Stores
 from tests.contract.builders import a_run, a_run_id, a_step
-from tests.contract.loop_contract import LoopContract
-from tests.contract.step_contract import LEASE, StepRowContract, a_run_with
-from tests.contract.step_state_contract import StepStateContract
+from tests.contract.step_contract import LEASE, a_run_with
 
 CROWD = 64
 """Coroutines racing for one guarded write in the concurrency checks."""
 
 
-class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
+class RunStoreContract:
     async def test_a_created_run_can_be_read_back(self, stores: Stores):
         run = a_run(idempotency_key="order-42", deadline_at=None)
 
@@ -98,15 +106,29 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
         assert found is not None
         assert found.body == {"order": 42, "lines": [{"sku": "A-1"}]}
 
-    async def test_marking_a_run_started_is_idempotent(self, stores: Stores):
-        run, _ = await stores.runs.create_run(a_run())
+    async def test_a_start_is_rechecked_until_the_reconciler_says_it_checked_it(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        due = clock.now() + timedelta(seconds=30)
+        run, _ = await stores.runs.create_run(
+            a_run(released=(StepKey("a"), StepKey("b"))), recheck_at=due
+        )
+        unchecked, _ = await stores.runs.create_run(a_run())
 
-        await stores.runs.mark_started(run.run_id)
-        await stores.runs.mark_started(run.run_id)
+        early = await stores.runs.runs_to_recheck(before=due, limit=10)
+        found = await stores.runs.runs_to_recheck(
+            before=due + timedelta(seconds=1), limit=10
+        )
+        await stores.runs.rechecked([run.run_id])
+        after = await stores.runs.runs_to_recheck(
+            before=due + timedelta(seconds=1), limit=10
+        )
 
-        found = await stores.runs.get_run(run.run_id)
-        assert found is not None
-        assert found.started
+        assert early == []
+        assert [r.run_id for r in found] == [run.run_id]
+        assert found[0].released == ("a", "b")
+        assert after == []
+        assert unchecked.run_id not in {r.run_id for r in found}
 
     async def test_a_run_completes_once(self, stores: Stores, clock: FrozenClock):
         run, _ = await stores.runs.create_run(a_run())
@@ -120,7 +142,7 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
         )
 
         found = await stores.runs.get_run(run.run_id)
-        assert (first, second) == (True, False)
+        assert (first, second) == (RunStatus.SUCCEEDED, None)
         assert found is not None
         assert found.status is RunStatus.SUCCEEDED
         assert found.completed_at == clock.now() - timedelta(seconds=1)
@@ -139,7 +161,31 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
             )
         )
 
-        assert results.count(True) == 1
+        assert [r for r in results if r is not None] == [RunStatus.SUCCEEDED]
+
+    @pytest.mark.parametrize(
+        ("stop", "expected"),
+        [("cancel", RunStatus.CANCELLED), ("time out", RunStatus.TIMED_OUT)],
+        ids=["cancelled", "timed out"],
+    )
+    async def test_a_stopped_run_completes_with_its_stop_whatever_it_is_told(
+        self, stores: Stores, clock: FrozenClock, stop: str, expected: RunStatus
+    ):
+        # A stop that lands while the last step runs: the completion still honours it.
+        run, _ = await stores.runs.create_run(a_run())
+        if stop == "cancel":
+            await stores.runs.request_cancel(run.run_id, "no", now=clock.now())
+        else:
+            await stores.runs.mark_timed_out(run.run_id, now=clock.now())
+
+        completed = await stores.runs.complete_run(
+            run.run_id, RunStatus.SUCCEEDED, now=clock.now()
+        )
+
+        found = await stores.runs.get_run(run.run_id)
+        assert completed is expected
+        assert found is not None
+        assert found.status is expected
 
     async def test_completing_an_unknown_run_returns_false(
         self, stores: Stores, clock: FrozenClock
@@ -148,7 +194,7 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
             a_run_id(), RunStatus.SUCCEEDED, now=clock.now()
         )
 
-        assert not completed
+        assert completed is None
 
     async def test_a_finished_run_reopens_once(
         self, stores: Stores, clock: FrozenClock
@@ -258,38 +304,36 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
 
         assert not timed_out
 
-    async def test_unstarted_runs_lists_running_runs_created_before_the_cutoff(
-        self, stores: Stores, clock: FrozenClock
-    ):
-        start = clock.now()
-        old, _ = await stores.runs.create_run(a_run(started_at=start))
-        older, _ = await stores.runs.create_run(
-            a_run(started_at=start - timedelta(minutes=1))
-        )
-        started, _ = await stores.runs.create_run(a_run(started_at=start))
-        await stores.runs.mark_started(started.run_id)
-        done, _ = await stores.runs.create_run(a_run(started_at=start))
-        await stores.runs.complete_run(done.run_id, RunStatus.FAILED, now=start)
-        await stores.runs.create_run(a_run(started_at=start + timedelta(seconds=1)))
-
-        found = await stores.runs.unstarted_runs(
-            before=start + timedelta(seconds=1), limit=10
-        )
-
-        assert [run.run_id for run in found] == [older.run_id, old.run_id]
-
-    async def test_unstarted_runs_returns_at_most_limit_runs_oldest_first(
+    async def test_runs_to_recheck_returns_at_most_limit_runs_oldest_first(
         self, stores: Stores, clock: FrozenClock
     ):
         start = clock.now()
         runs = [
-            (await stores.runs.create_run(a_run(started_at=start - timedelta(s))))[0]
+            (
+                await stores.runs.create_run(
+                    a_run(), recheck_at=start - timedelta(seconds=s)
+                )
+            )[0]
             for s in (1, 3, 2)
         ]
 
-        found = await stores.runs.unstarted_runs(before=start, limit=2)
+        found = await stores.runs.runs_to_recheck(before=start, limit=2)
 
         assert [run.run_id for run in found] == [runs[1].run_id, runs[2].run_id]
+
+    async def test_statuses_answers_for_the_runs_that_exist(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        running, _ = await stores.runs.create_run(a_run())
+        done, _ = await stores.runs.create_run(a_run())
+        await stores.runs.complete_run(done.run_id, RunStatus.FAILED, now=clock.now())
+
+        found = await stores.runs.statuses([running.run_id, done.run_id, a_run_id()])
+
+        assert found == {
+            running.run_id: RunStatus.RUNNING,
+            done.run_id: RunStatus.FAILED,
+        }
 
     async def test_stale_queued_lists_queued_rows_dispatched_before_the_cutoff(
         self, stores: Stores, clock: FrozenClock
@@ -297,15 +341,15 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
         start = clock.now()
         run_id = await a_run_with(stores, clock, a_step("a"), a_step("b"))
         clock.advance(timedelta(seconds=10))
-        await stores.runs.add_steps(run_id, [a_step("late")], at=clock.now())
-        await stores.runs.add_steps(
+        await stores.steps.add_steps(run_id, [a_step("late")], at=clock.now())
+        await stores.steps.add_steps(
             run_id, [a_step("skipped", status=StepStatus.SKIPPED)], at=start
         )
-        await stores.runs.claim(
+        await stores.steps.claim(
             run_id, a_step("b").key, job_id=JobId("j"), now=clock.now(), lease=LEASE
         )
 
-        found = await stores.runs.stale_queued(before=clock.now(), limit=10)
+        found = await stores.steps.stale_queued(before=clock.now(), limit=10)
 
         assert [(row.run_id, row.key) for row in found] == [(run_id, "a")]
 
@@ -316,9 +360,9 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
         run_id = await a_run_with(stores, clock, a_step("x"))
         for seconds, key in ((3, "a"), (1, "b"), (2, "c")):
             at = start - timedelta(seconds=seconds)
-            await stores.runs.add_steps(run_id, [a_step(key)], at=at)
+            await stores.steps.add_steps(run_id, [a_step(key)], at=at)
 
-        found = await stores.runs.stale_queued(before=start, limit=2)
+        found = await stores.steps.stale_queued(before=start, limit=2)
 
         assert [row.key for row in found] == ["a", "c"]
 
@@ -327,15 +371,15 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
     ):
         run_id = await a_run_with(stores, clock, a_step("short"), a_step("long"))
         now = clock.now()
-        await stores.runs.claim(
+        await stores.steps.claim(
             run_id, a_step("short").key, job_id=JobId("j1"), now=now, lease=LEASE
         )
-        await stores.runs.claim(
+        await stores.steps.claim(
             run_id, a_step("long").key, job_id=JobId("j2"), now=now, lease=LEASE * 3
         )
 
-        at_the_end = await stores.runs.expired_leases(before=now + LEASE, limit=10)
-        after_it = await stores.runs.expired_leases(before=now + LEASE * 2, limit=10)
+        at_the_end = await stores.steps.expired_leases(before=now + LEASE, limit=10)
+        after_it = await stores.steps.expired_leases(before=now + LEASE * 2, limit=10)
 
         assert at_the_end == []
         assert [row.key for row in after_it] == ["short"]
@@ -346,7 +390,7 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
         steps = [a_step(key) for key in ("a", "b", "c")]
         run_id = await a_run_with(stores, clock, *steps)
         for seconds, step in zip((3, 1, 2), steps, strict=True):
-            await stores.runs.claim(
+            await stores.steps.claim(
                 run_id,
                 step.key,
                 job_id=JobId(f"job-{step.key}"),
@@ -354,7 +398,7 @@ class RunStoreContract(StepRowContract, StepStateContract, LoopContract):
                 lease=timedelta(seconds=seconds),
             )
 
-        found = await stores.runs.expired_leases(
+        found = await stores.steps.expired_leases(
             before=clock.now() + timedelta(minutes=1), limit=2
         )
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 from service.adapters.clock import FrozenClock
 from service.engine.model import FlowId, TriggerKey
 from service.engine.records import schedule_job_id
-from service.ports import Stores
+from service.ports.stores import Stores
 from tests.contract.builders import a_schedule
 
 CROWD = 64

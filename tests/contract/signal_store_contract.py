@@ -6,7 +6,7 @@ from datetime import timedelta
 from service.adapters.clock import FrozenClock
 from service.engine.model import StepKey
 from service.engine.records import Delivery, DeliveryStatus, Waiter
-from service.ports import Stores
+from service.ports.stores import Stores
 from tests.contract.builders import a_run_id
 
 APPROVE = StepKey("approve")

@@ -1,7 +1,7 @@
-"""The contract of `RunStore` for step rows: the dispatch ledger, claims, results.
+"""The contract of `StepStore` for step rows: the dispatch ledger, claims, results.
 
-Part of `RunStoreContract` (in `run_store_contract.py`), with the helpers the other step
-suites share; not collected on its own.
+With the helpers the other step suites share; not collected on its own: a `Test...`
+class per store inherits it.
 """
 
 import asyncio
@@ -13,7 +13,7 @@ from service.adapters.clock import FrozenClock
 from service.engine.model import JobId, RunId, StepKey, StepStatus
 from service.engine.records import PREREQUISITES_UNMET, NewStep, Outcome
 from service.engine.records import StepRecord as Row
-from service.ports import Stores
+from service.ports.stores import Stores
 from tests.contract.builders import a_run, a_run_id, a_step
 
 LEASE = timedelta(seconds=30)
@@ -28,7 +28,7 @@ DONE = Outcome(StepStatus.SUCCEEDED, output={"total": 3})
 async def a_run_with(stores: Stores, clock: FrozenClock, *steps: NewStep) -> RunId:
     """A new run with the rows `steps` (or one `fetch`) dispatched at `clock.now()`."""
     run, _ = await stores.runs.create_run(a_run())
-    await stores.runs.add_steps(run.run_id, list(steps) or [a_step()], at=clock.now())
+    await stores.steps.add_steps(run.run_id, list(steps) or [a_step()], at=clock.now())
     return run.run_id
 
 
@@ -36,7 +36,7 @@ async def a_claimed_step(
     stores: Stores, clock: FrozenClock, *, job: JobId = JOB
 ) -> tuple[RunId, Row]:
     run_id = await a_run_with(stores, clock)
-    claim = await stores.runs.claim(
+    claim = await stores.steps.claim(
         run_id, FETCH, job_id=job, now=clock.now(), lease=LEASE
     )
     assert claim.won
@@ -45,12 +45,12 @@ async def a_claimed_step(
 
 
 async def row_of(stores: Stores, run_id: RunId, key: str) -> Row:
-    return (await stores.runs.steps(run_id, [StepKey(key)]))[StepKey(key)]
+    return (await stores.steps.steps(run_id, [StepKey(key)]))[StepKey(key)]
 
 
 async def a_loop(stores: Stores, clock: FrozenClock, items: list[str]) -> RunId:
     run_id = await a_run_with(stores, clock, a_step("loop", type="ForEach"))
-    await stores.runs.start_loop(run_id, LOOP, list(items), concurrency=2)
+    await stores.loops.start_loop(run_id, LOOP, list(items), concurrency=2)
     return run_id
 
 
@@ -66,11 +66,11 @@ class StepRowContract:
             trace={"when": False},
         )
 
-        inserted = await stores.runs.add_steps(
+        inserted = await stores.steps.add_steps(
             run.run_id, [a_step(), skipped], at=clock.now()
         )
 
-        rows = await stores.runs.steps(run.run_id, inserted)
+        rows = await stores.steps.steps(run.run_id, inserted)
         assert inserted == ["fetch", "notify"]
         assert rows[FETCH] == Row(
             run_id=run.run_id,
@@ -95,7 +95,7 @@ class StepRowContract:
         before = await row_of(stores, run_id, "a")
         clock.advance(timedelta(seconds=5))
 
-        inserted = await stores.runs.add_steps(
+        inserted = await stores.steps.add_steps(
             run_id,
             [a_step("a", status=StepStatus.SKIPPED), a_step("b"), a_step("b")],
             at=clock.now(),
@@ -111,7 +111,7 @@ class StepRowContract:
 
         results = await asyncio.gather(
             *(
-                stores.runs.add_steps(run.run_id, [a_step()], at=clock.now())
+                stores.steps.add_steps(run.run_id, [a_step()], at=clock.now())
                 for _ in range(CROWD)
             )
         )
@@ -122,7 +122,7 @@ class StepRowContract:
         run_id = await a_run_with(stores, clock)
         clock.advance(timedelta(seconds=2))
 
-        claim = await stores.runs.claim(
+        claim = await stores.steps.claim(
             run_id, FETCH, job_id=JOB, now=clock.now(), lease=LEASE
         )
 
@@ -145,7 +145,7 @@ class StepRowContract:
         run_id = await a_run_with(stores, clock)
 
         claims = [
-            await stores.runs.claim(run, key, job_id=JOB, now=clock.now(), lease=LEASE)
+            await stores.steps.claim(run, key, job_id=JOB, now=clock.now(), lease=LEASE)
             for run, key in ((run_id, StepKey("nope")), (a_run_id(), FETCH))
         ]
 
@@ -157,7 +157,7 @@ class StepRowContract:
         run_id, claimed = await a_claimed_step(stores, clock)
         clock.advance(LEASE - timedelta(seconds=1))
 
-        claim = await stores.runs.claim(
+        claim = await stores.steps.claim(
             run_id, FETCH, job_id=OTHER_JOB, now=clock.now(), lease=LEASE
         )
 
@@ -168,7 +168,7 @@ class StepRowContract:
     ):
         run_id, _ = await a_claimed_step(stores, clock)
 
-        other = await stores.runs.claim(
+        other = await stores.steps.claim(
             run_id,
             FETCH,
             job_id=OTHER_JOB,
@@ -176,7 +176,7 @@ class StepRowContract:
             lease=LEASE,
             take_over=True,
         )
-        own = await stores.runs.claim(
+        own = await stores.steps.claim(
             run_id, FETCH, job_id=JOB, now=clock.now(), lease=LEASE, take_over=True
         )
 
@@ -190,7 +190,7 @@ class StepRowContract:
     ):
         run_id, claimed = await a_claimed_step(stores, clock)
 
-        claim = await stores.runs.claim(
+        claim = await stores.steps.claim(
             run_id, FETCH, job_id=JOB, now=clock.now(), lease=LEASE
         )
 
@@ -202,7 +202,7 @@ class StepRowContract:
         run_id, first = await a_claimed_step(stores, clock)
         clock.advance(LEASE)
 
-        claim = await stores.runs.claim(
+        claim = await stores.steps.claim(
             run_id, FETCH, job_id=OTHER_JOB, now=clock.now(), lease=LEASE
         )
 
@@ -228,7 +228,7 @@ class StepRowContract:
     ):
         run_id = await a_run_with(stores, clock, a_step(status=status))
 
-        claim = await stores.runs.claim(
+        claim = await stores.steps.claim(
             run_id, FETCH, job_id=JOB, now=clock.now(), lease=LEASE
         )
 
@@ -242,7 +242,7 @@ class StepRowContract:
         run_id = await a_run_with(stores, clock)
 
         for n in range(55):
-            await stores.runs.claim(
+            await stores.steps.claim(
                 run_id, FETCH, job_id=JobId(f"job-{n}"), now=clock.now(), lease=LEASE
             )
             clock.advance(LEASE)
@@ -259,7 +259,7 @@ class StepRowContract:
 
         claims = await asyncio.gather(
             *(
-                stores.runs.claim(
+                stores.steps.claim(
                     run_id,
                     FETCH,
                     job_id=JobId(f"job-{n}"),
@@ -281,11 +281,11 @@ class StepRowContract:
         run_id, _ = await a_claimed_step(stores, clock)
         until = clock.now() + LEASE * 2
 
-        extended = await stores.runs.extend_lease(
+        extended = await stores.steps.extend_lease(
             run_id, FETCH, job_id=JOB, until=until
         )
 
-        assert extended
+        assert extended.held
         assert (await row_of(stores, run_id, "fetch")).lease_until == until
 
     async def test_another_job_cannot_extend_the_lease(
@@ -293,26 +293,26 @@ class StepRowContract:
     ):
         run_id, claimed = await a_claimed_step(stores, clock)
 
-        extended = await stores.runs.extend_lease(
+        extended = await stores.steps.extend_lease(
             run_id, FETCH, job_id=OTHER_JOB, until=clock.now() + LEASE * 2
         )
 
-        assert not extended
+        assert not extended.held
         assert await row_of(stores, run_id, "fetch") == claimed
 
     async def test_a_finished_step_has_no_lease_to_extend(
         self, stores: Stores, clock: FrozenClock
     ):
         run_id, _ = await a_claimed_step(stores, clock)
-        await stores.runs.finish(
+        await stores.steps.finish(
             run_id, FETCH, DONE, job_id=JOB, attempt=1, now=clock.now()
         )
 
-        extended = await stores.runs.extend_lease(
+        extended = await stores.steps.extend_lease(
             run_id, FETCH, job_id=JOB, until=clock.now() + LEASE
         )
 
-        assert not extended
+        assert not extended.held
         assert (await row_of(stores, run_id, "fetch")).lease_until is None
 
     async def test_finishing_the_running_attempt_records_its_outcome(
@@ -327,12 +327,12 @@ class StepRowContract:
             resolved_inputs={"url": "https://shop.test/orders/42"},
         )
 
-        finished = await stores.runs.finish(
+        finished = await stores.steps.finish(
             run_id, FETCH, outcome, job_id=JOB, attempt=1, now=clock.now()
         )
 
         step = await row_of(stores, run_id, "fetch")
-        assert finished
+        assert finished.won
         assert (step.status, step.output, step.error, step.trace) == (
             StepStatus.SUCCEEDED,
             {"total": 3},
@@ -351,7 +351,7 @@ class StepRowContract:
         run_id, _ = await a_claimed_step(stores, clock)
         failed = Outcome(StepStatus.FAILED, error="HTTP 503")
 
-        await stores.runs.finish(
+        await stores.steps.finish(
             run_id, FETCH, failed, job_id=JOB, attempt=1, now=clock.now()
         )
 
@@ -368,7 +368,7 @@ class StepRowContract:
         run_id, _ = await a_claimed_step(stores, clock)
         parked = Outcome(StepStatus.PENDING, inputs={"pollState": {"tries": 1}})
 
-        await stores.runs.finish(
+        await stores.steps.finish(
             run_id, FETCH, parked, job_id=JOB, attempt=1, now=clock.now()
         )
 
@@ -386,11 +386,11 @@ class StepRowContract:
     ):
         run_id, claimed = await a_claimed_step(stores, clock)
 
-        finished = await stores.runs.finish(
+        finished = await stores.steps.finish(
             run_id, FETCH, DONE, job_id=OTHER_JOB, attempt=1, now=clock.now()
         )
 
-        assert not finished
+        assert not finished.won
         assert await row_of(stores, run_id, "fetch") == claimed
 
     async def test_a_finish_of_an_earlier_attempt_writes_nothing(
@@ -398,27 +398,27 @@ class StepRowContract:
     ):
         run_id, _ = await a_claimed_step(stores, clock)
         clock.advance(LEASE)
-        again = await stores.runs.claim(
+        again = await stores.steps.claim(
             run_id, FETCH, job_id=JOB, now=clock.now(), lease=LEASE
         )
 
-        finished = await stores.runs.finish(
+        finished = await stores.steps.finish(
             run_id, FETCH, DONE, job_id=JOB, attempt=1, now=clock.now()
         )
 
-        assert not finished
+        assert not finished.won
         assert await row_of(stores, run_id, "fetch") == again.step
 
     async def test_a_redelivered_result_is_recorded_once(
         self, stores: Stores, clock: FrozenClock
     ):
         run_id, _ = await a_claimed_step(stores, clock)
-        first = await stores.runs.finish(
+        first = await stores.steps.finish(
             run_id, FETCH, DONE, job_id=JOB, attempt=1, now=clock.now()
         )
         recorded = await row_of(stores, run_id, "fetch")
 
-        second = await stores.runs.finish(
+        second = await stores.steps.finish(
             run_id,
             FETCH,
             Outcome(StepStatus.FAILED, error="late"),
@@ -427,7 +427,7 @@ class StepRowContract:
             now=clock.now(),
         )
 
-        assert (first, second) == (True, False)
+        assert (first.won, second.won) == (True, False)
         assert await row_of(stores, run_id, "fetch") == recorded
 
     async def test_one_of_64_concurrent_finishes_records_the_outcome(
@@ -437,7 +437,7 @@ class StepRowContract:
 
         results = await asyncio.gather(
             *(
-                stores.runs.finish(
+                stores.steps.finish(
                     run_id,
                     FETCH,
                     Outcome(StepStatus.SUCCEEDED, output=n),
@@ -449,17 +449,18 @@ class StepRowContract:
             )
         )
 
-        assert results.count(True) == 1
-        assert (await row_of(stores, run_id, "fetch")).output == results.index(True)
+        won = [result.won for result in results]
+        assert won.count(True) == 1
+        assert (await row_of(stores, run_id, "fetch")).output == won.index(True)
 
     async def test_a_queued_step_cannot_be_finished(
         self, stores: Stores, clock: FrozenClock
     ):
         run_id = await a_run_with(stores, clock)
 
-        finished = await stores.runs.finish(
+        finished = await stores.steps.finish(
             run_id, FETCH, DONE, job_id=JOB, attempt=0, now=clock.now()
         )
 
-        assert not finished
+        assert not finished.won
         assert (await row_of(stores, run_id, "fetch")).status is StepStatus.QUEUED

@@ -8,7 +8,7 @@ from datetime import timedelta
 from service.adapters.clock import FrozenClock
 from service.engine.model import StepKey, StepStatus
 from service.engine.records import PREREQUISITES_UNMET, LoopState, Outcome
-from service.ports import Stores
+from service.ports.stores import Stores
 from tests.contract.builders import a_step
 from tests.contract.step_contract import (
     FETCH,
@@ -32,7 +32,7 @@ class StepStateContract:
             a_step("loop.0", type="__iteration", status=StepStatus.PENDING),
         )
 
-        settled = await stores.runs.settle(
+        settled = await stores.steps.settle(
             run_id,
             StepKey("loop.0"),
             Outcome(StepStatus.SUCCEEDED, output=["a"]),
@@ -56,7 +56,7 @@ class StepStateContract:
         before = await row_of(stores, run_id, "fetch")
 
         settled = [
-            await stores.runs.settle(
+            await stores.steps.settle(
                 run_id,
                 key,
                 Outcome(StepStatus.SKIPPED, error="Run cancelled."),
@@ -75,7 +75,7 @@ class StepStateContract:
         run_id, _ = await a_claimed_step(stores, clock)
         clock.advance(timedelta(seconds=1))
 
-        await stores.runs.settle(
+        await stores.steps.settle(
             run_id,
             FETCH,
             Outcome(StepStatus.SKIPPED, error="Run cancelled."),
@@ -95,13 +95,13 @@ class StepStateContract:
     ):
         run_id, _ = await a_claimed_step(stores, clock)
         parked = Outcome(StepStatus.PENDING)
-        await stores.runs.finish(
+        await stores.steps.finish(
             run_id, FETCH, parked, job_id=JOB, attempt=1, now=clock.now()
         )
         closed = (await row_of(stores, run_id, "fetch")).attempts
         clock.advance(timedelta(seconds=1))
 
-        await stores.runs.settle(
+        await stores.steps.settle(
             run_id,
             FETCH,
             Outcome(StepStatus.SKIPPED, error="Run cancelled."),
@@ -118,12 +118,12 @@ class StepStateContract:
     ):
         run_id, _ = await a_claimed_step(stores, clock)
         failed = Outcome(StepStatus.FAILED, output={"status": 503}, error="HTTP 503")
-        await stores.runs.finish(
+        await stores.steps.finish(
             run_id, FETCH, failed, job_id=JOB, attempt=1, now=clock.now()
         )
         clock.advance(timedelta(seconds=5))
 
-        step = await stores.runs.requeue(
+        step = await stores.steps.requeue(
             run_id, FETCH, expected=frozenset({StepStatus.FAILED}), now=clock.now()
         )
 
@@ -141,7 +141,7 @@ class StepStateContract:
     ):
         run_id, _ = await a_claimed_step(stores, clock)
 
-        step = await stores.runs.requeue(
+        step = await stores.steps.requeue(
             run_id, FETCH, expected=frozenset({StepStatus.RUNNING}), now=clock.now()
         )
 
@@ -154,7 +154,7 @@ class StepStateContract:
         run_id, claimed = await a_claimed_step(stores, clock)
 
         moved = [
-            await stores.runs.requeue(
+            await stores.steps.requeue(
                 run_id, key, expected=frozenset({StepStatus.PENDING}), now=clock.now()
             )
             for key in (FETCH, StepKey("missing"))
@@ -167,7 +167,7 @@ class StepStateContract:
         self, stores: Stores, clock: FrozenClock
     ):
         run_id, _ = await a_claimed_step(stores, clock)
-        await stores.runs.finish(
+        await stores.steps.finish(
             run_id,
             FETCH,
             Outcome(StepStatus.PENDING),
@@ -177,10 +177,10 @@ class StepStateContract:
         )
         parked = frozenset({StepStatus.PENDING})
 
-        stale = await stores.runs.requeue(
+        stale = await stores.steps.requeue(
             run_id, FETCH, expected=parked, now=clock.now(), attempt=2
         )
-        current = await stores.runs.requeue(
+        current = await stores.steps.requeue(
             run_id, FETCH, expected=parked, now=clock.now(), attempt=1
         )
 
@@ -193,7 +193,7 @@ class StepStateContract:
     ):
         run_id = await a_run_with(stores, clock, a_step("a"), a_step("b"))
 
-        rows = await stores.runs.steps(run_id, [StepKey("a"), StepKey("zzz")])
+        rows = await stores.steps.steps(run_id, [StepKey("a"), StepKey("zzz")])
 
         assert list(rows) == ["a"]
         assert rows[StepKey("a")].key == "a"
@@ -217,12 +217,12 @@ class StepStateContract:
 
         scopes = {
             scope: sorted(
-                row.key for row in await stores.runs.scope_steps(run_id, scope)
+                row.key for row in await stores.steps.scope_steps(run_id, scope)
             )
             for scope in ("", "loop", "loop.1", "nope")
         }
         counts = [
-            await stores.runs.count_final(run_id, scope)
+            await stores.steps.count_final(run_id, scope)
             for scope in ("", "loop", "loop.0", "loop.1", "nope")
         ]
 
@@ -233,7 +233,7 @@ class StepStateContract:
             "nope": [],
         }
         assert counts == [1, 1, 1, 1, 0]
-        assert await stores.runs.count_final(other, "loop") == 1
+        assert await stores.steps.count_final(other, "loop") == 1
 
     async def test_in_flight_lists_unfinished_rows_at_every_depth(
         self, stores: Stores, clock: FrozenClock
@@ -248,12 +248,12 @@ class StepStateContract:
             a_step("loop.0.skipped", status=StepStatus.SKIPPED),
             a_step("other"),
         )
-        await stores.runs.claim(
+        await stores.steps.claim(
             run_id, StepKey("other"), job_id=JOB, now=clock.now(), lease=LEASE
         )
         await a_run_with(stores, clock, a_step("elsewhere"))
 
-        rows = await stores.runs.in_flight(run_id)
+        rows = await stores.steps.in_flight(run_id)
 
         assert sorted((row.key, row.status) for row in rows) == [
             ("loop", StepStatus.PENDING),
@@ -268,23 +268,23 @@ class StepStateContract:
         keys = ["loop", "loop.0", "loop.0.child", "loop.1", "loop2", "loop2.0", "fetch"]
         run_id = await a_run_with(stores, clock, *(a_step(k) for k in keys))
 
-        deleted = await stores.runs.reset_steps(
+        deleted = await stores.steps.reset_steps(
             run_id, [StepKey("loop"), StepKey("missing")]
         )
 
-        left = await stores.runs.steps(run_id, [StepKey(k) for k in keys])
+        left = await stores.steps.steps(run_id, [StepKey(k) for k in keys])
         assert deleted == ["loop"]
         assert sorted(left) == ["fetch", "loop2", "loop2.0"]
-        assert await stores.runs.scope_steps(run_id, "loop") == []
-        assert await stores.runs.scope_steps(run_id, "loop.0") == []
+        assert await stores.steps.scope_steps(run_id, "loop") == []
+        assert await stores.steps.scope_steps(run_id, "loop.0") == []
 
     async def test_a_reset_step_can_be_dispatched_again(
         self, stores: Stores, clock: FrozenClock
     ):
         run_id, _ = await a_claimed_step(stores, clock)
-        await stores.runs.reset_steps(run_id, [FETCH])
+        await stores.steps.reset_steps(run_id, [FETCH])
 
-        inserted = await stores.runs.add_steps(run_id, [a_step()], at=clock.now())
+        inserted = await stores.steps.add_steps(run_id, [a_step()], at=clock.now())
 
         step = await row_of(stores, run_id, "fetch")
         assert inserted == ["fetch"]
@@ -308,11 +308,11 @@ class StepStateContract:
         )
         keys = [StepKey(k) for k in ("cascaded", "when_false", "failed")]
 
-        deleted = await stores.runs.reset_steps(
+        deleted = await stores.steps.reset_steps(
             run_id, keys, only_error=PREREQUISITES_UNMET
         )
 
-        left = await stores.runs.steps(run_id, [*keys, StepKey("cascaded.0")])
+        left = await stores.steps.steps(run_id, [*keys, StepKey("cascaded.0")])
         assert deleted == ["cascaded"]
         assert sorted(left) == ["failed", "when_false"]
 
@@ -321,10 +321,10 @@ class StepStateContract:
     ):
         # Reading: a loop's items belong to its row; a reset loop starts afresh.
         run_id = await a_loop(stores, clock, ["a", "b"])
-        await stores.runs.reset_steps(run_id, [LOOP])
-        await stores.runs.add_steps(run_id, [a_step("loop")], at=clock.now())
+        await stores.steps.reset_steps(run_id, [LOOP])
+        await stores.steps.add_steps(run_id, [a_step("loop")], at=clock.now())
 
-        state = await stores.runs.start_loop(run_id, LOOP, ["c"], concurrency=1)
+        state = await stores.loops.start_loop(run_id, LOOP, ["c"], concurrency=1)
 
         assert state == LoopState(total=1, concurrency=1)
-        assert await stores.runs.loop_item(run_id, LOOP, 0) == "c"
+        assert await stores.loops.loop_item(run_id, LOOP, 0) == "c"

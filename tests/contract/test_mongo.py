@@ -9,13 +9,17 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from service.adapters.mongo.client import MongoStores
 from service.adapters.mongo.indexes import ensure_indexes
-from service.ports import Stores
+from service.ports.stores import Stores
 from tests.contract.event_store_contract import EventStoreContract
 from tests.contract.flow_store_contract import FlowStoreContract
+from tests.contract.loop_contract import LoopContract
+from tests.contract.release_stop_contract import ReleaseStopContract
 from tests.contract.retention_contract import RetentionContract
 from tests.contract.run_store_contract import RunStoreContract
 from tests.contract.schedule_store_contract import ScheduleStoreContract
 from tests.contract.signal_store_contract import SignalStoreContract
+from tests.contract.step_contract import StepRowContract
+from tests.contract.step_state_contract import StepStateContract
 from tests.contract.timer_store_contract import TimerStoreContract
 
 
@@ -23,6 +27,14 @@ from tests.contract.timer_store_contract import TimerStoreContract
 async def stores(mongo_db: AsyncDatabase[dict[str, Any]]) -> Stores:
     await ensure_indexes(mongo_db)
     return MongoStores(mongo_db)
+
+
+class TestMongoStepStore(StepRowContract, StepStateContract, ReleaseStopContract):
+    pass
+
+
+class TestMongoLoopStore(LoopContract):
+    pass
 
 
 class TestMongoRunStore(RunStoreContract):

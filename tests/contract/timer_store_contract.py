@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from service.adapters.clock import FrozenClock
 from service.engine.records import TimerKind
-from service.ports import Stores
+from service.ports.stores import Stores
 from tests.contract.builders import a_run_id, a_timer
 
 LEASE = timedelta(seconds=30)

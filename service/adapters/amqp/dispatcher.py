@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from contracts.messages import RunStepMessage
 from service.adapters.amqp.topology import Topology, step_routing_key
 from service.errors import UnavailableError
-from service.ports import Dispatch
+from service.ports.dispatch import Dispatch
 
 PUBLISH_TIMEOUT: Final = timedelta(seconds=10)
 JSON: Final = "application/json"

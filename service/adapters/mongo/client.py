@@ -20,11 +20,13 @@ from service.adapters.mongo.codec import Document
 from service.adapters.mongo.events import MongoEventStore
 from service.adapters.mongo.flows import MongoFlowStore, MongoScheduleStore
 from service.adapters.mongo.indexes import ensure_indexes
-from service.adapters.mongo.outage import translates_outages
+from service.adapters.mongo.loops import MongoLoopStore
+from service.adapters.mongo.outage import outages
 from service.adapters.mongo.queries import RunQueries
 from service.adapters.mongo.retention import purge
 from service.adapters.mongo.runs import MongoRunStore
 from service.adapters.mongo.signals import MongoSignalStore
+from service.adapters.mongo.steps import MongoStepStore
 from service.adapters.mongo.timers import MongoTimerStore
 
 _PASSWORD = re.compile(r"^(mongodb(?:\+srv)?://[^:/@]*:)[^@]*@")
@@ -73,7 +75,6 @@ def _ms(duration: timedelta) -> int:
     return int(duration.total_seconds() * 1000)
 
 
-@translates_outages
 class MongoStores:
     """Every store on one database: the `Stores` port, `queries`, indexes, health."""
 
@@ -87,6 +88,8 @@ class MongoStores:
         self._db = db
         self._client = client
         self._runs = MongoRunStore(db)
+        self._steps = MongoStepStore(db)
+        self._loops = MongoLoopStore(db)
         self._events = MongoEventStore(db)
         self._timers = MongoTimerStore(db)
         self._signals = MongoSignalStore(db)
@@ -101,6 +104,14 @@ class MongoStores:
     @property
     def runs(self) -> MongoRunStore:
         return self._runs
+
+    @property
+    def steps(self) -> MongoStepStore:
+        return self._steps
+
+    @property
+    def loops(self) -> MongoLoopStore:
+        return self._loops
 
     @property
     def events(self) -> MongoEventStore:
@@ -127,15 +138,18 @@ class MongoStores:
         return self._queries
 
     async def purge(self, *, before: datetime, limit: int) -> int:
-        return await purge(self._db, before=before, limit=limit)
+        with outages():
+            return await purge(self._db, before=before, limit=limit)
 
     async def ensure_indexes(self) -> None:
         """Create the indexes (idempotent; at every start)."""
-        await ensure_indexes(self._db)
+        with outages():
+            await ensure_indexes(self._db)
 
     async def ping(self) -> None:
         """Return once the server answers; raises UnavailableError (for /readyz)."""
-        await self._db.command("ping")
+        with outages():
+            await self._db.command("ping")
 
     async def close(self) -> None:
         if self._client is not None:

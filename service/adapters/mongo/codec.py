@@ -99,7 +99,7 @@ def run_document(run: RunRecord) -> Document:
             "at": None,
         },
         "timed_out_at": run.timed_out_at,
-        "started": run.started,
+        "released": list(run.released),
     }
     if run.idempotency_key is not None:
         # Absent, not null, when there is no key: the unique index is partial on it.
@@ -126,11 +126,12 @@ def run_record(doc: Document) -> RunRecord:
         cancel_requested=bool(cancel.get("requested")),
         cancel_reason=cancel.get("reason"),
         timed_out_at=doc.get("timed_out_at"),
-        started=bool(doc.get("started")),
+        released=tuple(StepKey(k) for k in doc.get("released") or ()),
     )
 
 
 def step_document(run_id: RunId, new: NewStep, *, at: datetime) -> Document:
+    """A new row; `stop` is null (not absent), so a claim's filter matches it."""
     return {
         "_id": row_id(run_id, new.key),
         "run_id": run_id,
@@ -150,6 +151,7 @@ def step_document(run_id: RunId, new: NewStep, *, at: datetime) -> Document:
         "started_at": None,
         "completed_at": None,
         "attempts": [],
+        "stop": None,
     }
 
 
@@ -172,7 +174,9 @@ def step_record(doc: Document) -> StepRecord:
         started_at=doc.get("started_at"),
         completed_at=doc.get("completed_at"),
         attempts=tuple(_attempt(entry) for entry in doc.get("attempts") or ()),
-        loop=None if loop is None else loop_state(loop),
+        loop=None if loop is None else loop_state(loop, stop=doc.get("stop")),
+        released=tuple(StepKey(k) for k in doc.get("released") or ()),
+        stop=None if doc.get("stop") is None else RunStatus(doc["stop"]),
     )
 
 
@@ -208,12 +212,14 @@ def loop_document(state: LoopState) -> Document:
     }
 
 
-def loop_state(doc: Document) -> LoopState:
+def loop_state(doc: Document, *, stop: str | None = None) -> LoopState:
     return LoopState(
         total=doc["total"],
         concurrency=doc["concurrency"],
         finished=doc["finished"],
         failed=doc["failed"],
+        done={int(word): int(bits) for word, bits in (doc.get("done") or {}).items()},
+        stop=None if stop is None else RunStatus(stop),
     )
 
 
@@ -236,6 +242,7 @@ def timer_document(timer: Timer) -> Document:
         "run_id": timer.run_id,
         "step_key": timer.step_key,
         "attempt": timer.attempt,
+        "flow_id": timer.flow_id,
         "owner": None,
         "lease_until": None,
         "token": None,
@@ -251,6 +258,7 @@ def timer_record(doc: Document) -> Timer:
         run_id=RunId(doc["run_id"]),
         step_key=None if step_key is None else StepKey(step_key),
         attempt=doc.get("attempt"),
+        flow_id=doc.get("flow_id"),
     )
 
 

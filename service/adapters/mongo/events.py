@@ -14,24 +14,26 @@ between the two leaves a gap in the numbers, never a duplicate or a step backwar
 
 from collections.abc import Sequence
 
-from pymongo import ASCENDING, ReturnDocument, WriteConcern
+from pymongo import ASCENDING, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from service.adapters.mongo.codec import EVENT_COUNTERS, EVENTS, Document, event_record
-from service.adapters.mongo.outage import duplicates_only, translates_outages
+from service.adapters.mongo.collection import Collection
+from service.adapters.mongo.outage import duplicates_only
 from service.engine.model import RunId
 from service.engine.records import Event, NewEvent
 
 
-@translates_outages
 class MongoEventStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         # Events are telemetry (SPEC 6.1: best effort, never fail a run), so they skip
         # the majority and journal wait every state transition pays.
         telemetry = WriteConcern(w=1)
-        self._events = db.get_collection(EVENTS, write_concern=telemetry)
-        self._counters = db.get_collection(EVENT_COUNTERS, write_concern=telemetry)
+        self._events = Collection(db.get_collection(EVENTS, write_concern=telemetry))
+        self._counters = Collection(
+            db.get_collection(EVENT_COUNTERS, write_concern=telemetry)
+        )
 
     async def append(self, run_id: RunId, events: Sequence[NewEvent]) -> None:
         if not events:
@@ -63,7 +65,6 @@ class MongoEventStore:
                     {"_id": run_id},
                     {"$inc": {"seq": count}},
                     upsert=True,
-                    return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError:
                 # Two first appends upserted the counter at once; try again finds it.
@@ -78,10 +79,7 @@ class MongoEventStore:
     ) -> list[Event]:
         if limit <= 0:  # pymongo reads limit 0 as "no limit"
             return []
-        cursor = (
-            self._events.find({"run_id": run_id})
-            .sort("seq", ASCENDING)
-            .skip(skip)
-            .limit(limit)
+        docs = await self._events.find(
+            {"run_id": run_id}, sort=[("seq", ASCENDING)], skip=skip, limit=limit
         )
-        return [event_record(doc) async for doc in cursor]
+        return [event_record(doc) for doc in docs]

@@ -9,7 +9,7 @@ fired at, so one replica takes each fire.
 
 from datetime import datetime
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -22,15 +22,14 @@ from service.adapters.mongo.codec import (
     schedule_document,
     schedule_record,
 )
-from service.adapters.mongo.outage import translates_outages
+from service.adapters.mongo.collection import Collection
 from service.engine.model import FlowId
 from service.engine.records import FlowRecord, Schedule
 
 
-@translates_outages
 class MongoFlowStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._flows = db[FLOWS]
+        self._flows = Collection(db[FLOWS])
 
     async def save(self, record: FlowRecord) -> FlowRecord:
         update = {
@@ -48,7 +47,6 @@ class MongoFlowStore:
                     {"_id": record.flow_id},
                     update,
                     upsert=True,
-                    return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError:
                 continue  # another replica inserted it first; update it now
@@ -61,7 +59,8 @@ class MongoFlowStore:
         return None if found is None else flow_record(found)
 
     async def all(self) -> list[FlowRecord]:
-        return [flow_record(doc) async for doc in self._flows.find().sort("_id")]
+        docs = await self._flows.find({}, sort=[("_id", ASCENDING)])
+        return [flow_record(doc) for doc in docs]
 
     async def set_enabled(self, flow_id: FlowId, *, enabled: bool) -> bool:
         result = await self._flows.update_one(
@@ -70,10 +69,9 @@ class MongoFlowStore:
         return result.matched_count == 1
 
 
-@translates_outages
 class MongoScheduleStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._schedules = db[SCHEDULES]
+        self._schedules = Collection(db[SCHEDULES])
 
     async def sync(self, schedule: Schedule) -> Schedule:
         # Read, decide, then write guarded by what the decision read; every replica
@@ -112,7 +110,6 @@ class MongoScheduleStore:
                 "cron_override": old["cron_override"],
             },
             {"$set": fields},
-            return_document=ReturnDocument.AFTER,
         )
         return None if updated is None else schedule_record(updated)
 
@@ -122,18 +119,19 @@ class MongoScheduleStore:
 
     async def all(self) -> list[Schedule]:
         return [
-            schedule_record(doc) async for doc in self._schedules.find().sort("_id")
+            schedule_record(doc)
+            for doc in await self._schedules.find({}, sort=[("_id", ASCENDING)])
         ]
 
     async def due(self, now: datetime, *, limit: int) -> list[Schedule]:
         if limit <= 0:  # pymongo reads limit 0 as "no limit"
             return []
-        cursor = (
-            self._schedules.find({"paused": False, "next_fire_at": {"$lte": now}})
-            .sort([("next_fire_at", ASCENDING), ("_id", ASCENDING)])
-            .limit(limit)
+        docs = await self._schedules.find(
+            {"paused": False, "next_fire_at": {"$lte": now}},
+            sort=[("next_fire_at", ASCENDING), ("_id", ASCENDING)],
+            limit=limit,
         )
-        return [schedule_record(doc) async for doc in cursor]
+        return [schedule_record(doc) for doc in docs]
 
     async def advance(
         self, job_id: str, *, fired_at: datetime, next_fire_at: datetime
@@ -161,6 +159,5 @@ class MongoScheduleStore:
                     "next_fire_at": next_fire_at,
                 }
             },
-            return_document=ReturnDocument.AFTER,
         )
         return None if updated is None else schedule_record(updated)

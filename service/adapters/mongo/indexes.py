@@ -31,11 +31,11 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
             unique=True,
             partialFilterExpression={"idem": {"$exists": True}},
         ),
-        # The reconciler: runs whose entry steps were never dispatched (few, and brief).
+        # The reconciler: runs whose start is due a check (see runs_to_recheck).
         IndexModel(
-            [("started_at", ASCENDING), ("_id", ASCENDING)],
-            name="unstarted",
-            partialFilterExpression={"started": False},
+            [("recheck_at", ASCENDING), ("_id", ASCENDING)],
+            name="recheck",
+            partialFilterExpression={"recheck_at": {"$exists": True}},
         ),
         IndexModel([("completed_at", ASCENDING)], name="retention"),
         # Operators' queries (queries.py): newest first, by flow, status or text.
@@ -69,6 +69,12 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
             [("lease_until", ASCENDING), ("_id", ASCENDING)],
             name="expired_leases",
             partialFilterExpression={"status": str(StepStatus.RUNNING)},
+        ),
+        # The reconciler: results whose continuation is due a check (due_rechecks).
+        IndexModel(
+            [("recheck_at", ASCENDING), ("_id", ASCENDING)],
+            name="recheck",
+            partialFilterExpression={"recheck_at": {"$exists": True}},
         ),
     ],
     LOOP_ITEMS: [

@@ -1,6 +1,6 @@
-"""ForEach items and counters of the MongoDB run store.
+"""`MongoLoopStore`: ForEach items and counters on MongoDB.
 
-Part of `MongoRunStore` (see `runs.py`). The counters live on the loop's step document
+The counters live on the loop's step document
 (`loop: {total, concurrency, finished, failed, done}`: one guarded `$inc` per
 finished iteration, `done` a bitmap of the iterations counted, 63 per word, so a count
 repeated after a crash changes nothing);
@@ -13,37 +13,36 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 from bson import Int64
-from pymongo import ReplaceOne, ReturnDocument
-from pymongo.asynchronous.collection import AsyncCollection
+from pymongo import ReplaceOne
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from service.adapters.mongo.codec import (
+    LOOP_ITEMS,
+    STEPS,
     Document,
     dumps,
     loads,
     loop_document,
     loop_state,
     row_id,
+    step_record,
 )
+from service.adapters.mongo.collection import Collection
 from service.adapters.mongo.outage import duplicates_only
 from service.engine.model import Json, RunId, StepKey
-from service.engine.records import LoopState
+from service.engine.records import LoopState, StepRecord
 from service.errors import UnknownReferenceError
-
-_WORD_BITS: Final = 63
-"""Iterations per word of the counted-iterations bitmap (a signed 64-bit integer)."""
-_COUNTERS: Final = {
-    f"loop.{name}": 1 for name in ("total", "concurrency", "finished", "failed")
-}
 
 CHUNK_ITEMS: Final = 256
 CHUNK_BYTES: Final = 256 * 1024
 """Soft limit: an item bigger than this gets a chunk of its own."""
 
 
-class LoopItems:
-    _steps: AsyncCollection[Document]
-    _items: AsyncCollection[Document]
+class MongoLoopStore:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._steps = Collection(db[STEPS])
+        self._items = Collection(db[LOOP_ITEMS])
 
     async def start_loop(
         self, run_id: RunId, key: StepKey, items: Sequence[Json], *, concurrency: int
@@ -63,7 +62,6 @@ class LoopItems:
             {"_id": _id, "loop": None},
             {"$set": {"loop": loop_document(state)}},
             projection={"loop": 1},
-            return_document=ReturnDocument.AFTER,
         )
         if started is not None:
             return state
@@ -74,7 +72,7 @@ class LoopItems:
 
     async def loop_item(self, run_id: RunId, key: StepKey, index: int) -> Json:
         loop = row_id(run_id, key)
-        cursor = await self._items.aggregate(
+        chunks = await self._items.aggregate(
             [
                 {"$match": {"loop": loop, "start": {"$lte": max(index, 0)}}},
                 {"$sort": {"start": -1}},
@@ -94,7 +92,6 @@ class LoopItems:
                 },
             ]
         )
-        chunks = await cursor.to_list(1)
         if not chunks:
             raise UnknownReferenceError("loop", loop)
         chunk = chunks[0]
@@ -104,28 +101,27 @@ class LoopItems:
 
     async def advance_loop(
         self, run_id: RunId, key: StepKey, *, index: int, failed: bool
-    ) -> LoopState:
+    ) -> StepRecord | None:
         _id = row_id(run_id, key)
-        word, bit = divmod(index, _WORD_BITS)
+        word, bit = divmod(index, LoopState.WORD_BITS)
         done = f"loop.done.{word}"
         advanced = await self._steps.find_one_and_update(
             {
                 "_id": _id,
                 "loop": {"$ne": None},
+                "stop": None,
                 "$or": [{done: {"$exists": False}}, {done: {"$bitsAllClear": [bit]}}],
             },
             {
                 "$inc": {"loop.finished": 1, "loop.failed": 1 if failed else 0},
                 "$bit": {done: {"or": Int64(1 << bit)}},
             },
-            projection=_COUNTERS,
-            return_document=ReturnDocument.AFTER,
         )
-        if advanced is None:  # counted before, or no loop at all
-            advanced = await self._steps.find_one({"_id": _id}, _COUNTERS)
+        if advanced is None:  # counted before, stopped, or no loop at all
+            advanced = await self._steps.find_one({"_id": _id})
             if advanced is None or advanced.get("loop") is None:
-                raise UnknownReferenceError("loop", _id)
-        return loop_state(advanced["loop"])
+                return None
+        return step_record(advanced)
 
     async def _write_chunks(
         self, run_id: RunId, key: StepKey, items: Sequence[Json]

@@ -1,15 +1,15 @@
-"""The one place pymongo's failures to reach the server become `UnavailableError`.
+"""Which of pymongo's failures mean "the server can't be reached or can't commit now".
 
-A store class is decorated once with `@translates_outages`; every public coroutine
-method (inherited ones included) then raises `UnavailableError` instead of a connection,
-server selection, network timeout, not-primary or write-concern error, so the consumer
-retries the message later instead of dead-lettering it. Other driver errors are bugs
-and pass unchanged.
+`outages()` is the one place they become `UnavailableError`, so the consumer retries
+the message later instead of dead-lettering it; `Collection` (the driver seam) wraps
+every call in it. Other driver errors are bugs, or answers (a duplicate key), and pass
+unchanged.
 """
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from pymongo.errors import (
@@ -21,7 +21,6 @@ from pymongo.errors import (
 
 from service.errors import UnavailableError
 
-_C = TypeVar("_C", bound=type)
 _TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
 
 
@@ -38,6 +37,20 @@ def is_outage(error: PyMongoError) -> bool:
     if isinstance(error, BulkWriteError) and error.details.get("writeConcernErrors"):
         return True
     return any(error.has_error_label(label) for label in _TRANSIENT_LABELS)
+
+
+@contextlib.contextmanager
+def outages() -> Iterator[None]:
+    """Raise `UnavailableError` for an outage inside the block (httpx's pattern)."""
+    try:
+        yield
+    except PyMongoError as error:
+        if is_outage(error):
+            # The driver's text names the hosts and what failed: worth keeping.
+            raise UnavailableError(
+                f"MongoDB is unavailable: {type(error).__name__}"
+            ) from error
+        raise
 
 
 DUPLICATE_KEY = 11000
@@ -57,33 +70,29 @@ def duplicates_only(error: BulkWriteError) -> set[int]:
     return {e["index"] for e in errors}
 
 
+_C = TypeVar("_C", bound=type)
+
+
+def translates_outages(cls: _C) -> _C:
+    """Wrap every public coroutine method of `cls` in `outages()` (read models only).
+
+    The stores go through `Collection`; the operators' read models still use the
+    driver directly.
+    """
+    for name in dir(cls):
+        method = getattr(cls, name)
+        if name.startswith("_") or not inspect.iscoroutinefunction(method):
+            continue
+        setattr(cls, name, _translated(method))
+    return cls
+
+
 def _translated(
     method: Callable[..., Awaitable[Any]],
 ) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(method)
     async def call(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with outages():
             return await method(*args, **kwargs)
-        except PyMongoError as error:
-            if is_outage(error):
-                # The driver's text names the hosts and what failed: worth keeping.
-                raise UnavailableError(
-                    f"MongoDB is unavailable: {type(error).__name__}"
-                ) from error
-            raise
 
-    call.__translates_outages__ = True  # type: ignore[attr-defined] # marker, see below
     return call
-
-
-def translates_outages(cls: _C) -> _C:
-    """Wrap every public coroutine method of `cls`, inherited ones included."""
-    for name in dir(cls):
-        if name.startswith("_"):
-            continue
-        method = getattr(cls, name)
-        if inspect.iscoroutinefunction(method) and not getattr(
-            method, "__translates_outages__", False
-        ):
-            setattr(cls, name, _translated(method))
-    return cls

@@ -1,37 +1,16 @@
-"""`MongoRunStore`: runs, their step rows and ForEach items on MongoDB.
+"""`MongoRunStore`: the runs on MongoDB.
 
-Documents (JSON values are JSON text, instants BSON dates; see `codec.py`):
-
-- `runs {_id: run id, flow_id, flow_name, trigger_key, job_id, status, body, headers,
-  started_at, completed_at, source_run_id, idem?, deadline_at, cancel: {requested,
-  reason, at}, timed_out_at, started, purging?}`. `idem` (the normalised idempotency
-  key) is absent when there is none, and a UNIQUE PARTIAL index on (flow_id,
-  trigger_key, idem) covers the documents that have it: registering the key and
-  creating the run are one insert, so no key ever points at no run. The control flags
-  live on the run, so cancel, timeout, complete and reopen are each one guarded update.
-- `steps {_id: "<run>/<key>", run_id, key, scope, type, status, dispatched_at, inputs,
-  attempt, job_id, lease_until, resolved_inputs, output, error, trace, started_at,
-  completed_at, attempts: [latest 50 {number, job_id, started_at, status, completed_at,
-  error}], loop?: {total, concurrency, finished, failed}}`. The unique `_id` is the
-  dispatch ledger; the claim (owner `job_id`, `lease_until`) is on the row itself.
-- `loop_items {_id: "<run>/<key>/<start>", run_id, loop, start, count, items}`: see
-  `loops.py`.
-
-Every guarded transition is ONE single-document atomic operation, with the state it
-expects in its filter, so a lost race matches nothing and returns False/None:
-
-- create: `insert_one`; a DuplicateKeyError (same `_id`, or same idempotency key) means
-  "exists already" and the first run is returned.
-- add_steps: `insert_many(ordered=False)`; duplicate `_id`s are the rows that exist.
-- claim: `find_one_and_update` where status is Queued, or Running with `lease_until <=
-  now` (or, on a redelivery taking over, Running and owned by the same job); an update
-  pipeline increments `attempt` and appends the attempt entry numbered from it,
-  keeping the latest 50 (`$slice`).
-- finish: `update_one` where status is Running, `attempt` and `job_id` match; the
-  attempt entry is closed through an arrayFilter on its number.
-- settle, requeue, extend_lease, complete_run, reopen_run, request_cancel,
-  mark_timed_out, mark_started, advance_loop: one guarded `update_one` /
-  `find_one_and_update` each.
+Documents (JSON values are JSON text, instants BSON dates; see `codec.py`): `runs {_id:
+run id, flow_id, flow_name, trigger_key, job_id, status, body, headers, started_at,
+completed_at, source_run_id, idem?, deadline_at, cancel: {requested, reason, at},
+timed_out_at, released, recheck_at?, purging?}`. `idem` (the normalised idempotency
+key) is absent when there is none, and a UNIQUE PARTIAL index on (flow_id,
+trigger_key, idem) covers the documents that have it: registering the key and creating
+the run are one insert, so no key ever points at no run. The insert also records the
+entry steps the start released, so starting a run is that one write; the reconciler
+checks them at `recheck_at`. The control flags live on the run, so cancel, timeout,
+complete and reopen are each one guarded update; a completion reads the flags in the
+same write, so a stop recorded before it always wins.
 
 No transaction is used anywhere. The only multi-document writes are idempotent and
 ordered so that a crash half-way is finished by the next call: start_loop (items, then
@@ -39,38 +18,31 @@ the counters that say the loop started), reset_steps (rows below, then the top r
 retention (see `retention.py`).
 """
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from service.adapters.mongo.codec import (
-    LOOP_ITEMS,
-    RUNS,
-    STEPS,
-    Document,
-    run_document,
-    run_record,
-)
-from service.adapters.mongo.loops import LoopItems
-from service.adapters.mongo.outage import translates_outages
-from service.adapters.mongo.steps import StepRows
+from service.adapters.mongo.codec import RUNS, Document, run_document, run_record
+from service.adapters.mongo.collection import Collection
 from service.engine.model import RunId, RunStatus
 from service.engine.records import TIMED_OUT_REASON, RunRecord
 
 _RUNNING = str(RunStatus.RUNNING)
 
 
-@translates_outages
-class MongoRunStore(StepRows, LoopItems):
+class MongoRunStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._runs = db[RUNS]
-        self._steps = db[STEPS]
-        self._items = db[LOOP_ITEMS]
+        self._runs = Collection(db[RUNS])
 
-    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
+    async def create_run(
+        self, run: RunRecord, *, recheck_at: datetime | None = None
+    ) -> tuple[RunRecord, bool]:
         doc = run_document(run)
+        if recheck_at is not None:
+            doc["recheck_at"] = recheck_at
         # A duplicate whose holder is gone by the time we read it (retention, a reset)
         # is retried; two rounds cover every interleaving but a pathological one.
         for _ in range(3):
@@ -100,19 +72,29 @@ class MongoRunStore(StepRows, LoopItems):
         found = await self._runs.find_one({"_id": run_id})
         return None if found is None else run_record(found)
 
-    async def mark_started(self, run_id: RunId) -> None:
-        await self._runs.update_one(
-            {"_id": run_id, "started": False}, {"$set": {"started": True}}
-        )
-
     async def complete_run(
         self, run_id: RunId, status: RunStatus, *, now: datetime
-    ) -> bool:
-        result = await self._runs.update_one(
+    ) -> RunStatus | None:
+        # One pipeline: the stop on the run, read in the same write, wins.
+        final = {
+            "$cond": [
+                {"$ne": [{"$ifNull": ["$timed_out_at", None]}, None]},
+                str(RunStatus.TIMED_OUT),
+                {
+                    "$cond": [
+                        {"$eq": ["$cancel.requested", True]},
+                        str(RunStatus.CANCELLED),
+                        {"$literal": str(status)},
+                    ]
+                },
+            ]
+        }
+        done = await self._runs.find_one_and_update(
             {"_id": run_id, "status": _RUNNING},
-            {"$set": {"status": str(status), "completed_at": now}},
+            [{"$set": {"status": final, "completed_at": now}}],
+            projection={"status": 1},
         )
-        return result.matched_count == 1
+        return None if done is None else RunStatus(done["status"])
 
     async def reopen_run(self, run_id: RunId) -> bool:
         # Not while retention is deleting the run's rows (see retention.py).
@@ -157,14 +139,26 @@ class MongoRunStore(StepRows, LoopItems):
         )
         return result.matched_count == 1
 
-    async def unstarted_runs(self, *, before: datetime, limit: int) -> list[RunRecord]:
+    async def runs_to_recheck(self, *, before: datetime, limit: int) -> list[RunRecord]:
         if limit <= 0:  # pymongo reads limit 0 as "no limit"
             return []
-        cursor = (
-            self._runs.find(
-                {"started": False, "status": _RUNNING, "started_at": {"$lt": before}}
-            )
-            .sort([("started_at", ASCENDING), ("_id", ASCENDING)])
-            .limit(limit)
+        docs = await self._runs.find(
+            {"recheck_at": {"$lt": before}},
+            sort=[("recheck_at", ASCENDING), ("_id", ASCENDING)],
+            limit=limit,
         )
-        return [run_record(doc) async for doc in cursor]
+        return [run_record(doc) for doc in docs]
+
+    async def rechecked(self, run_ids: Iterable[RunId]) -> None:
+        ids = list(run_ids)
+        if ids:
+            await self._runs.update_many(
+                {"_id": {"$in": ids}}, {"$unset": {"recheck_at": ""}}
+            )
+
+    async def statuses(self, run_ids: Iterable[RunId]) -> dict[RunId, RunStatus]:
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        docs = await self._runs.find({"_id": {"$in": ids}}, {"status": 1})
+        return {RunId(doc["_id"]): RunStatus(doc["status"]) for doc in docs}

@@ -10,20 +10,19 @@ signal is AlreadyDelivered (one more read says to whom).
 
 from datetime import datetime
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from service.adapters.mongo.codec import WAITERS, Document, dumps, row_id, waiter_record
-from service.adapters.mongo.outage import translates_outages
+from service.adapters.mongo.collection import Collection
 from service.engine.model import Json, RunId, StepKey
 from service.engine.records import Delivery, DeliveryStatus, Waiter
 
 
-@translates_outages
 class MongoSignalStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._waiters = db[WAITERS]
+        self._waiters = Collection(db[WAITERS])
 
     async def register(
         self,
@@ -54,7 +53,6 @@ class MongoSignalStore:
                     {"_id": row_id(run_id, key)},
                     update,
                     upsert=True,
-                    return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError:
                 continue  # a concurrent first registration won the insert
@@ -75,7 +73,6 @@ class MongoSignalStore:
             {"$set": {"delivered_at": now, "payload": dumps(payload)}},
             projection={"step_key": 1, "delivered_at": 1},
             sort=[("created_at", ASCENDING), ("step_key", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
         )
         if delivered is not None:
             return _delivery(DeliveryStatus.DELIVERED, delivered)

@@ -1,51 +1,77 @@
-"""Step rows of the MongoDB run store: the dispatch ledger, claims, results, sweeps.
+"""`MongoStepStore`: step rows on MongoDB: the ledger, claims, results, sweeps.
 
-Part of `MongoRunStore` (see `runs.py` for the document design). Every transition is one
-guarded single-document write on `steps`; only reads and sweeps touch several documents.
+Documents: `steps {_id: "<run>/<key>", run_id, key, scope, type, status, dispatched_at,
+inputs, attempt, job_id, lease_until, resolved_inputs, output, error, trace,
+started_at, completed_at, attempts: [latest 50 {number, job_id, started_at, status,
+completed_at, error}], released?, recheck_at?, stop, loop?}` (JSON values are JSON
+text; see `codec.py`). The unique `_id` is the ledger: an insert is refused for a row
+that exists. Every transition is one guarded single-document write:
+
+- claim: `find_one_and_update` where status is Queued, or Running with `lease_until <=
+  now` (or, on a redelivery taking over, Running and owned by the same job), and `stop`
+  is null; an update pipeline increments `attempt` and appends the attempt entry
+  numbered from it, keeping the latest 50. A top-level step released by a result has no
+  row yet: its claim upserts it (a row that exists and is not claimable makes the upsert
+  fail on `_id`, which is the answer "lost").
+- finish: `update_one` where status is Running, `attempt` and `job_id` match and `stop`
+  is null; the attempt entry is closed through an arrayFilter on its number. A row
+  marked stopped meanwhile takes the outcome without its releases (a second write).
+- settle, requeue, extend_lease: one guarded `update_one` / `find_one_and_update`.
 """
 
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from service.adapters.mongo.codec import (
+    LOOP_ITEMS,
+    STEPS,
     Document,
-    attempt_document,
-    dumps,
-    dumps_mapping,
     row_id,
     step_document,
     step_record,
 )
+from service.adapters.mongo.collection import Collection
 from service.adapters.mongo.outage import duplicates_only
+from service.adapters.mongo.transitions import (
+    claimed_fields,
+    closed_latest_attempt,
+    outcome_fields,
+    stop_of,
+)
 from service.engine.model import (
     FINAL_STATUSES,
+    FOR_EACH,
     IN_FLIGHT_STATUSES,
     JobId,
     RunId,
+    RunStatus,
     StepKey,
     StepStatus,
 )
 from service.engine.records import (
-    ATTEMPTS_KEPT,
     Claim,
     NewStep,
     Outcome,
+    Recorded,
+    Renewal,
     StepRecord,
 )
 
 _FINAL = [str(status) for status in FINAL_STATUSES]
 _IN_FLIGHT = [str(status) for status in IN_FLIGHT_STATUSES]
+_RUNNING = str(StepStatus.RUNNING)
+_LOOP_TYPE = {"$regex": f"^{FOR_EACH}$", "$options": "i"}
 
 
-class StepRows:
-    _steps: AsyncCollection[Document]
-    _items: AsyncCollection[Document]
+class MongoStepStore:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self._steps = Collection(db[STEPS])
+        self._items = Collection(db[LOOP_ITEMS])
 
     async def add_steps(
         self, run_id: RunId, steps: Sequence[NewStep], *, at: datetime
@@ -70,38 +96,24 @@ class StepRows:
         now: datetime,
         lease: timedelta,
         take_over: bool = False,
+        new: NewStep | None = None,
     ) -> Claim:
         _id = row_id(run_id, key)
         claimable: list[Document] = [
             {"status": str(StepStatus.QUEUED)},
-            {"status": str(StepStatus.RUNNING), "lease_until": {"$lte": now}},
+            {"status": _RUNNING, "lease_until": {"$lte": now}},
         ]
         if take_over:
             # A redelivery of the message that holds the claim: its lease is ours.
-            claimable.append({"status": str(StepStatus.RUNNING), "job_id": job_id})
-        number = {"$add": ["$attempt", 1]}
-        entry = attempt_document(number, {"$literal": job_id}, at=now)
-        claimed = await self._steps.find_one_and_update(
-            {"_id": _id, "$or": claimable},
-            [
-                {
-                    "$set": {
-                        "status": str(StepStatus.RUNNING),
-                        "attempt": number,
-                        "job_id": {"$literal": job_id},
-                        "lease_until": now + lease,
-                        "started_at": now,
-                        "attempts": {
-                            "$slice": [
-                                {"$concatArrays": ["$attempts", [entry]]},
-                                -ATTEMPTS_KEPT,
-                            ]
-                        },
-                    }
-                }
-            ],
-            return_document=ReturnDocument.AFTER,
-        )
+            claimable.append({"status": _RUNNING, "job_id": job_id})
+        try:
+            claimed = await self._steps.find_one_and_update(
+                {"_id": _id, "stop": None, "$or": claimable},
+                [{"$set": claimed_fields(run_id, job_id, now, lease, new)}],
+                upsert=new is not None,
+            )
+        except DuplicateKeyError:
+            claimed = None  # the row exists and is not claimable
         if claimed is not None:
             return Claim(step_record(claimed), won=True)
         found = await self._steps.find_one({"_id": _id})
@@ -109,16 +121,15 @@ class StepRows:
 
     async def extend_lease(
         self, run_id: RunId, key: StepKey, *, job_id: JobId, until: datetime
-    ) -> bool:
-        result = await self._steps.update_one(
-            {
-                "_id": row_id(run_id, key),
-                "status": str(StepStatus.RUNNING),
-                "job_id": job_id,
-            },
+    ) -> Renewal:
+        held = await self._steps.find_one_and_update(
+            {"_id": row_id(run_id, key), "status": _RUNNING, "job_id": job_id},
             {"$set": {"lease_until": until}},
+            projection={"stop": 1},
         )
-        return result.matched_count == 1
+        if held is None:
+            return Renewal(held=False)
+        return Renewal(held=True, stop=stop_of(held))
 
     async def finish(
         self,
@@ -129,24 +140,36 @@ class StepRows:
         job_id: JobId,
         attempt: int,
         now: datetime,
-    ) -> bool:
-        fields = _outcome_fields(outcome, now)
-        fields |= {
+        released: Sequence[StepKey] = (),
+        recheck_at: datetime | None = None,
+    ) -> Recorded:
+        fields = outcome_fields(outcome, now) | {
             "attempts.$[a].status": str(outcome.status),
             "attempts.$[a].completed_at": now,
             "attempts.$[a].error": outcome.error,
         }
+        if recheck_at is not None:
+            fields["recheck_at"] = recheck_at
+        guard = {
+            "_id": row_id(run_id, key),
+            "status": _RUNNING,
+            "attempt": attempt,
+            "job_id": job_id,
+        }
         result = await self._steps.update_one(
-            {
-                "_id": row_id(run_id, key),
-                "status": str(StepStatus.RUNNING),
-                "attempt": attempt,
-                "job_id": job_id,
-            },
-            {"$set": fields},
+            guard | {"stop": None},
+            {"$set": fields | {"released": list(released)}},
             array_filters=[{"a.number": attempt}],
         )
-        return result.matched_count == 1
+        if result.matched_count == 1:
+            return Recorded(won=True)
+        stopped = await self._steps.find_one_and_update(
+            guard | {"stop": {"$ne": None}},
+            {"$set": fields},
+            projection={"stop": 1},
+            array_filters=[{"a.number": attempt}],
+        )
+        return Recorded(won=stopped is not None, stop=stop_of(stopped))
 
     async def settle(
         self,
@@ -159,14 +182,11 @@ class StepRows:
     ) -> bool:
         fields = {
             name: {"$literal": value}
-            for name, value in _outcome_fields(outcome, now).items()
+            for name, value in outcome_fields(outcome, now).items()
         }
-        fields["attempts"] = _closed_latest_attempt(outcome, now)
+        fields["attempts"] = closed_latest_attempt(outcome, now)
         result = await self._steps.update_one(
-            {
-                "_id": row_id(run_id, key),
-                "status": {"$in": [str(status) for status in expected]},
-            },
+            {"_id": row_id(run_id, key), "status": {"$in": [str(s) for s in expected]}},
             [{"$set": fields}],
         )
         return result.matched_count == 1
@@ -183,6 +203,7 @@ class StepRows:
         guard: Document = {
             "_id": row_id(run_id, key),
             "status": {"$in": [str(status) for status in expected]},
+            "stop": None,
         }
         if attempt is not None:
             guard["attempt"] = attempt
@@ -195,7 +216,6 @@ class StepRows:
                     "lease_until": None,
                 }
             },
-            return_document=ReturnDocument.AFTER,
         )
         return None if moved is None else step_record(moved)
 
@@ -203,17 +223,22 @@ class StepRows:
         self, run_id: RunId, keys: Iterable[StepKey]
     ) -> dict[StepKey, StepRecord]:
         asked = list(keys)
-        ids = [row_id(run_id, key) for key in asked]
-        if not ids:
+        if not asked:
             return {}
-        cursor = self._steps.find({"_id": {"$in": ids}})
-        found = {doc["key"]: step_record(doc) async for doc in cursor}
+        ids = [row_id(run_id, key) for key in asked]
+        found = {
+            doc["key"]: step_record(doc)
+            for doc in await self._steps.find({"_id": {"$in": ids}})
+        }
         # In the order asked, as the memory store answers.
         return {key: found[key] for key in asked if key in found}
 
     async def scope_steps(self, run_id: RunId, scope: str) -> list[StepRecord]:
-        cursor = self._steps.find({"run_id": run_id, "scope": scope})
-        return [step_record(doc) async for doc in cursor]
+        docs = await self._steps.find({"run_id": run_id, "scope": scope})
+        return [step_record(doc) for doc in docs]
+
+    async def all_steps(self, run_id: RunId) -> list[StepRecord]:
+        return [step_record(doc) for doc in await self._steps.find({"run_id": run_id})]
 
     async def count_final(self, run_id: RunId, scope: str) -> int:
         return await self._steps.count_documents(
@@ -229,8 +254,8 @@ class StepRows:
         )
 
     async def in_flight(self, run_id: RunId) -> list[StepRecord]:
-        cursor = self._steps.find({"run_id": run_id, "status": {"$in": _IN_FLIGHT}})
-        return [step_record(doc) async for doc in cursor]
+        docs = await self._steps.find({"run_id": run_id, "status": {"$in": _IN_FLIGHT}})
+        return [step_record(doc) for doc in docs]
 
     async def reset_steps(
         self, run_id: RunId, keys: Iterable[StepKey], *, only_error: str | None = None
@@ -239,7 +264,7 @@ class StepRows:
         guard: Document = {"_id": {"$in": [row_id(run_id, key) for key in asked]}}
         if only_error is not None:
             guard |= {"status": str(StepStatus.SKIPPED), "error": only_error}
-        present = {doc["key"] async for doc in self._steps.find(guard, {"key": 1})}
+        present = {doc["key"] for doc in await self._steps.find(guard, {"key": 1})}
         doomed = [key for key in asked if key in present]
         if not doomed:
             return []
@@ -258,6 +283,14 @@ class StepRows:
         await self._steps.delete_many(guard)
         return doomed
 
+    async def mark_stopped(
+        self, run_id: RunId, status: RunStatus, *, loops_only: bool = False
+    ) -> None:
+        query: Document = {"run_id": run_id, "status": {"$nin": _FINAL}, "stop": None}
+        if loops_only:
+            query["type"] = _LOOP_TYPE
+        await self._steps.update_many(query, {"$set": {"stop": str(status)}})
+
     async def stale_queued(self, *, before: datetime, limit: int) -> list[StepRecord]:
         return await self._oldest(
             {"status": str(StepStatus.QUEUED), "dispatched_at": {"$lt": before}},
@@ -267,55 +300,25 @@ class StepRows:
 
     async def expired_leases(self, *, before: datetime, limit: int) -> list[StepRecord]:
         return await self._oldest(
-            {"status": str(StepStatus.RUNNING), "lease_until": {"$lt": before}},
-            "lease_until",
-            limit,
+            {"status": _RUNNING, "lease_until": {"$lt": before}}, "lease_until", limit
         )
+
+    async def due_rechecks(self, *, before: datetime, limit: int) -> list[StepRecord]:
+        return await self._oldest({"recheck_at": {"$lt": before}}, "recheck_at", limit)
+
+    async def rechecked(self, rows: Iterable[tuple[RunId, StepKey]]) -> None:
+        ids = [row_id(run_id, key) for run_id, key in rows]
+        if ids:
+            await self._steps.update_many(
+                {"_id": {"$in": ids}}, {"$unset": {"recheck_at": ""}}
+            )
 
     async def _oldest(
         self, query: Document, field: str, limit: int
     ) -> list[StepRecord]:
         if limit <= 0:  # pymongo reads limit 0 as "no limit"
             return []
-        cursor = self._steps.find(query).sort([(field, ASCENDING), ("_id", ASCENDING)])
-        return [step_record(doc) async for doc in cursor.limit(limit)]
-
-
-def _outcome_fields(outcome: Outcome, now: datetime) -> dict[str, Any]:
-    """What `finish` and `settle` write on the step itself."""
-    fields: dict[str, Any] = {
-        "status": str(outcome.status),
-        "output": None if outcome.output is None else dumps(outcome.output),
-        "error": outcome.error,
-        "trace": None if outcome.trace is None else dumps(outcome.trace),
-        "resolved_inputs": dumps_mapping(outcome.resolved_inputs),
-        "lease_until": None,
-        "completed_at": now if outcome.status.is_final else None,
-    }
-    if outcome.inputs is not None:
-        fields["inputs"] = dumps_mapping(outcome.inputs)
-    return fields
-
-
-def _closed_latest_attempt(outcome: Outcome, now: datetime) -> Document:
-    """A pipeline expression: `attempts` with its latest entry closed, if it is open."""
-    latest = {"$arrayElemAt": ["$attempts", -1]}
-    latest_end = {"$getField": {"field": "completed_at", "input": latest}}
-    is_open = {
-        "$and": [
-            {"$gt": [{"$size": "$attempts"}, 0]},
-            {"$eq": [{"$ifNull": [latest_end, None]}, None]},
-        ]
-    }
-    closed = {
-        "$mergeObjects": [
-            latest,
-            {
-                "status": str(outcome.status),
-                "completed_at": now,
-                "error": {"$literal": outcome.error},
-            },
-        ]
-    }
-    earlier = {"$slice": ["$attempts", {"$subtract": [{"$size": "$attempts"}, 1]}]}
-    return {"$cond": [is_open, {"$concatArrays": [earlier, [closed]]}, "$attempts"]}
+        docs = await self._steps.find(
+            query, sort=[(field, ASCENDING), ("_id", ASCENDING)], limit=limit
+        )
+        return [step_record(doc) for doc in docs]

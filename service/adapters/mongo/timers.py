@@ -20,16 +20,15 @@ from service.adapters.mongo.codec import (
     timer_document,
     timer_record,
 )
-from service.adapters.mongo.outage import translates_outages
+from service.adapters.mongo.collection import Collection
 from service.engine.records import Timer
 
 _BY_DUE = [("due_at", ASCENDING), ("_id", ASCENDING)]
 
 
-@translates_outages
 class MongoTimerStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self._timers = db[TIMERS]
+        self._timers = Collection(db[TIMERS])
 
     async def set(self, timer: Timer) -> None:
         # A replacement has no lease: a timer set again is free to be claimed.
@@ -48,8 +47,10 @@ class MongoTimerStore:
         }
         taken, tried = 0, []
         while taken < limit:
-            cursor = self._timers.find(free, {"_id": 1}).sort(_BY_DUE)
-            ids = [doc["_id"] async for doc in cursor.limit(limit - taken)]
+            found = await self._timers.find(
+                free, {"_id": 1}, sort=_BY_DUE, limit=limit - taken
+            )
+            ids = [doc["_id"] for doc in found]
             if not ids:
                 break
             tried += ids
@@ -60,10 +61,10 @@ class MongoTimerStore:
             taken += result.modified_count
         if taken == 0:
             return []
-        cursor = self._timers.find({"_id": {"$in": tried}, "token": token}).sort(
-            _BY_DUE
+        docs = await self._timers.find(
+            {"_id": {"$in": tried}, "token": token}, sort=_BY_DUE
         )
-        return [timer_record(doc) async for doc in cursor]
+        return [timer_record(doc) for doc in docs]
 
     async def delete(self, timer_id: str) -> None:
         await self._timers.delete_one({"_id": timer_id})
