@@ -115,7 +115,7 @@ async def queued_rows(stores: MongoStores, steps: int, now: datetime) -> list[Ro
         run, _ = await stores.runs.create_run(a_run(now))
         keys = [StepKey(f"step-{n}") for n in range(STEPS_PER_RUN)]
         new = [NewStep(key, "Http", StepStatus.QUEUED, {"url": "x"}) for key in keys]
-        await stores.runs.add_steps(run.run_id, new, at=now)
+        await stores.steps.add_steps(run.run_id, new, at=now)
         rows += [(run.run_id, key) for key in keys]
     return rows
 
@@ -127,16 +127,16 @@ async def rates(stores: MongoStores, steps: int) -> list[Row]:
 
     async def claim(row: Row) -> None:
         job = JobId(f"{row[0]}:{row[1]}:1")
-        if not (await stores.runs.claim(*row, job_id=job, now=now, lease=LEASE)).won:
+        if not (await stores.steps.claim(*row, job_id=job, now=now, lease=LEASE)).won:
             raise RuntimeError(f"claim of {row} lost")
 
     async def finish(row: Row) -> None:
         job = JobId(f"{row[0]}:{row[1]}:1")
-        if not await stores.runs.finish(*row, DONE, job_id=job, attempt=1, now=now):
+        if not await stores.steps.finish(*row, DONE, job_id=job, attempt=1, now=now):
             raise RuntimeError(f"finish of {row} lost")
 
     async def lost_claim(row: Row) -> None:
-        await stores.runs.claim(*row, job_id=JobId("late"), now=now, lease=LEASE)
+        await stores.steps.claim(*row, job_id=JobId("late"), now=now, lease=LEASE)
 
     for name, call in (
         ("claim", claim),
@@ -153,14 +153,14 @@ async def races(stores: MongoStores, rows: list[Row]) -> None:
     """Rows requeued, then each claimed by CONCURRENCY coroutines at once."""
     now = SystemClock().now()
     for row in rows:
-        await stores.runs.requeue(
+        await stores.steps.requeue(
             *row, expected=frozenset({StepStatus.SUCCEEDED}), now=now
         )
     started = time.perf_counter()
     for run_id, key in rows:
         claims = await asyncio.gather(
             *(
-                stores.runs.claim(
+                stores.steps.claim(
                     run_id, key, job_id=JobId(f"j{n}"), now=now, lease=LEASE
                 )
                 for n in range(CONCURRENCY)
@@ -180,27 +180,27 @@ async def round_trips(stores: MongoStores, commands: Commands) -> None:
     now = SystemClock().now()
     run, _ = await stores.runs.create_run(a_run(now))
     first, second = StepKey("first"), StepKey("second")
-    await stores.runs.add_steps(
+    await stores.steps.add_steps(
         run.run_id, [NewStep(first, "Http", StepStatus.QUEUED)], at=now
     )
     job = JobId(f"{run.run_id}:first:1")
     calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         (
             "claim",
-            lambda: stores.runs.claim(
+            lambda: stores.steps.claim(
                 run.run_id, first, job_id=job, now=now, lease=LEASE
             ),
         ),
         ("get_run", lambda: stores.runs.get_run(run.run_id)),
         (
             "finish",
-            lambda: stores.runs.finish(
+            lambda: stores.steps.finish(
                 run.run_id, first, DONE, job_id=job, attempt=1, now=now
             ),
         ),
         (
             "add_steps (next step)",
-            lambda: stores.runs.add_steps(
+            lambda: stores.steps.add_steps(
                 run.run_id, [NewStep(second, "Http", StepStatus.QUEUED)], at=now
             ),
         ),

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from service.adapters.clock import FrozenClock
-from service.adapters.memory import InMemoryDispatcher, InMemoryStores
+from service.adapters.memory.dispatcher import InMemoryDispatcher
+from service.adapters.memory.stores import InMemoryStores
 from service.engine.model import (
     Flow,
     JobId,
@@ -168,7 +169,7 @@ class FlowTestHost:
         run = await self.stores.runs.get_run(run_id)
         if run is None:
             raise KeyError(run_id)
-        rows = self.stores.runs.all_steps(run_id)
+        rows = self.stores.steps.rows_of(run_id)
         stored = await self.stores.events.events(run_id, limit=100_000)
         return RunResult(
             run_id,

@@ -1,12 +1,12 @@
 """`Orchestrator`: the IFlowOrchestrator operations, as the runtime adapters call them.
 
-A thin facade over `control`, `execute` and `upkeep`; it holds the Runtime and nothing
-else.
+A thin facade over `control`, `hop`, `upkeep` and `reconciler`; it holds the Runtime
+and nothing else.
 """
 
 from service.engine.model import JobId, Json, RunId, StepKey
 from service.engine.records import Timer
-from service.orchestrator import control, execute, upkeep
+from service.orchestrator import control, hop, reconciler, upkeep
 from service.orchestrator.runtime import (
     ControlResult,
     Runtime,
@@ -26,7 +26,7 @@ class Orchestrator:
 
     async def run_step(self, request: StepRequest) -> None:
         """Execute a dispatched step, persist its result and dispatch what is ready."""
-        await execute.run_step(self.runtime, request)
+        await hop.run_step(self.runtime, request)
 
     async def retry_step(self, run_id: RunId, step_key: StepKey) -> ControlResult:
         return await control.retry_step(self.runtime, run_id, step_key)
@@ -81,4 +81,4 @@ class Orchestrator:
         return await upkeep.fire_schedules(self.runtime, limit=limit)
 
     async def reconcile(self, *, limit: int = 100) -> int:
-        return await upkeep.reconcile(self.runtime, limit=limit)
+        return await reconciler.reconcile(self.runtime, limit=limit)

@@ -1,15 +1,19 @@
 """Starting runs and the operators' control operations: retry, cancel, signal, rerun.
 
 Each operation validates like FO's dashboard endpoints and answers with a ControlResult;
-a refused operation is an answer, not an error.
+a refused operation is an answer, not an error. What an operation does to the run is
+the engine's decision, saved and published by `drive`.
 """
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 
 import structlog
 
+from service.engine import attempt, continuation, signal_wait, stop
+from service.engine.decision import Release, decided
 from service.engine.model import (
     Flow,
     JobId,
@@ -26,21 +30,18 @@ from service.engine.records import (
     DeliveryStatus,
     NewEvent,
     NewStep,
-    Outcome,
     RunRecord,
-    Timer,
-    TimerKind,
 )
+from service.engine.rounds import Round, RunContext
+from service.engine.timeline import stored_completion
 from service.errors import UnknownReferenceError
-from service.orchestrator import advance as adv
-from service.orchestrator.execute import wake
+from service.orchestrator.driver import drive
 from service.orchestrator.runtime import (
     ControlResult,
     Runtime,
     TriggerRequest,
     TriggerResult,
 )
-from service.ports import Dispatch
 
 log = structlog.get_logger()
 
@@ -57,7 +58,6 @@ EXCLUDED_HEADERS = frozenset(
         "content-length",
     }
 )
-_STOPPABLE = frozenset({StepStatus.QUEUED, StepStatus.PENDING})
 
 
 def capture_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -86,6 +86,12 @@ def idempotency_key(
 async def trigger(
     rt: Runtime, request: TriggerRequest, *, job_id: JobId
 ) -> TriggerResult:
+    """Create the run and start it; a duplicate answers with the first run's id.
+
+    The run's creation records the entry steps it releases (their rows come with their
+    claims), so a start is one write; the same trigger message again finishes a start
+    its worker did not (a redelivery), any other duplicate changes nothing.
+    """
     flow = rt.catalog.find(request.flow)
     if flow is None:
         raise UnknownReferenceError("flow", request.flow)
@@ -95,10 +101,35 @@ async def trigger(
     if record is not None and not record.enabled:
         log.warning("trigger_rejected_disabled_flow", flow_id=flow.id)
         return TriggerResult(None, disabled=True)
+    run = _new_run(rt, flow, request, job_id=job_id)
+    ctx = _context(rt, flow, run)
+    start = continuation.start_run(ctx)
+    released, rest = attempt.fold(start.decision)
+    stored, created = await rt.stores.runs.create_run(
+        replace(run, released=released),
+        recheck_at=ctx.now + rt.options.reconcile_after,
+    )
+    if not created:
+        if stored.status is RunStatus.RUNNING and stored.job_id == job_id:
+            again = _context(rt, flow, stored)
+            await drive(rt, again, continuation.start_run(again))
+        return TriggerResult(stored.run_id, duplicate=True)
+    log.info(
+        "run_started", run_id=run.run_id, flow_id=flow.id, trigger_key=run.trigger_key
+    )
+    rt.telemetry.run_started(flow.id, run.trigger_key)
+    rt.runs.put(run.facts)
+    await drive(rt, ctx, Round(rest, start.follow))
+    return TriggerResult(run.run_id)
+
+
+def _new_run(
+    rt: Runtime, flow: Flow, request: TriggerRequest, *, job_id: JobId
+) -> RunRecord:
     headers = capture_headers(request.headers)
     now = rt.clock.now()
     timeout = _run_timeout(request, flow, rt)
-    run = RunRecord(
+    return RunRecord(
         run_id=request.run_id or RunId(str(uuid.uuid4())),
         flow_id=flow.id,
         flow_name=flow.name,
@@ -113,20 +144,6 @@ async def trigger(
         ),
         deadline_at=now + timeout if timeout else None,
     )
-    stored, created = await rt.stores.runs.create_run(run)
-    if not created:
-        if stored.status is RunStatus.RUNNING and not stored.started:
-            await start(rt, stored, flow)
-        return TriggerResult(stored.run_id, duplicate=True)
-    log.info(
-        "run_started",
-        run_id=run.run_id,
-        flow_id=flow.id,
-        trigger_key=request.trigger_key,
-    )
-    rt.telemetry.run_started(flow.id, request.trigger_key)
-    await start(rt, run, flow)
-    return TriggerResult(run.run_id)
 
 
 def _run_timeout(request: TriggerRequest, flow: Flow, rt: Runtime) -> timedelta | None:
@@ -138,19 +155,10 @@ def _run_timeout(request: TriggerRequest, flow: Flow, rt: Runtime) -> timedelta 
     return flow.run_timeout or rt.options.default_run_timeout
 
 
-async def start(rt: Runtime, run: RunRecord, flow: Flow) -> None:
-    """Dispatch the entry steps (safe to repeat: a redelivered trigger redoes it)."""
-    if run.deadline_at is not None:
-        await rt.stores.timers.set(
-            Timer(
-                f"deadline:{run.run_id}",
-                TimerKind.DEADLINE,
-                run.deadline_at,
-                run.run_id,
-            )
-        )
-    await adv.advance(rt, run, flow, flow.scope(), None, republish=True)
-    await rt.stores.runs.mark_started(run.run_id)  # run.started: see timeline.py
+def _context(rt: Runtime, flow: Flow, run: RunRecord) -> RunContext:
+    return RunContext(
+        flow, run.facts, rt.clock.now(), run.stop_status, rt.options.limits
+    )
 
 
 async def _run_and_flow(
@@ -173,7 +181,8 @@ async def retry_step(rt: Runtime, run_id: RunId, key: StepKey) -> ControlResult:
         )
     if run.stop_status is not None:
         return ControlResult("refused", f"Run is {run.stop_status}.", run_id, key)
-    row = (await rt.stores.runs.steps(run_id, [key])).get(key)
+    steps = rt.stores.steps
+    row = (await steps.steps(run_id, [key])).get(key)
     if row is None or row.status is not StepStatus.FAILED:
         status = row.status if row else "not started"
         return ControlResult(
@@ -182,44 +191,31 @@ async def retry_step(rt: Runtime, run_id: RunId, key: StepKey) -> ControlResult:
             run_id,
             key,
         )
-    runs = rt.stores.runs
-    completed = adv.completion_event(run)
+    ctx = _context(rt, flow, run)
+    completed = stored_completion(run)
     if completed is not None:  # the record is about to forget this completion
-        await adv.record_events(rt, run, [completed])
-    await runs.reopen_run(run_id)
-    await runs.reset_steps(
+        await rt.stores.events.append(run_id, [completed])
+    await rt.stores.runs.reopen_run(run_id)
+    await steps.reset_steps(
         run_id,
         [StepKey(d) for d in descendants(flow.steps, key)],
         only_error=PREREQUISITES_UNMET,
     )
     if flow.steps[key].is_loop:
-        await runs.reset_steps(run_id, [key])
-        await runs.add_steps(
-            run_id,
-            [
-                NewStep(
-                    key,
-                    flow.steps[key].type,
-                    StepStatus.QUEUED,
-                    inputs=dict(flow.steps[key].inputs),
-                )
-            ],
-            at=rt.clock.now(),
-        )
-        await rt.dispatcher.publish([Dispatch(run.flow_id, run_id, key, 1)])
+        # A loop runs again from scratch: a fresh Queued row, published below.
+        await steps.reset_steps(run_id, [key])
+        step = flow.steps[key]
+        fresh = NewStep(key, step.type, StepStatus.QUEUED, inputs=dict(step.inputs))
+        await steps.add_steps(run_id, [fresh], at=ctx.now)
+        attempt_next = 1
     else:
-        moved = await runs.requeue(
-            run_id, key, expected=frozenset({StepStatus.FAILED}), now=rt.clock.now()
+        moved = await steps.requeue(
+            run_id, key, expected=frozenset({StepStatus.FAILED}), now=ctx.now
         )
-        if moved is not None:
-            await rt.dispatcher.publish(
-                [Dispatch(run.flow_id, run_id, key, moved.attempt + 1)]
-            )
-    await adv.record_events(
-        rt,
-        run,
-        [NewEvent("step.retried", rt.clock.now(), key, f"Step '{key}' retried.")],
-    )
+        attempt_next = (moved.attempt if moved else row.attempt) + 1
+    retried = NewEvent("step.retried", ctx.now, key, f"Step '{key}' retried.")
+    await rt.stores.events.append(run_id, [retried])
+    await drive(rt, ctx, Round(decided(releases=[Release(key, attempt_next)])))
     log.info("step_retried", run_id=run_id, step_key=key)
     return ControlResult("accepted", f"Step '{key}' retry enqueued.", run_id, key)
 
@@ -243,20 +239,16 @@ async def cancel_run(rt: Runtime, run_id: RunId, reason: str | None) -> ControlR
 
 
 async def stop_run(rt: Runtime, run_id: RunId, flow: Flow) -> None:
-    """Close parked and queued steps of a cancelled or timed-out run.
+    """Stop a cancelled or timed-out run (decision 11).
 
-    Then close the run itself when nothing runs any more (decision 11).
+    Nothing of it starts any more, parked and queued steps close now, and the run
+    completes once nothing of it runs.
     """
     run = await rt.stores.runs.get_run(run_id)
     if run is None or run.stop_status is None:
         return
-    outcome = Outcome(StepStatus.SKIPPED, error=f"Run is {run.stop_status}.")
-    for row in await rt.stores.runs.in_flight(run_id):
-        if row.status in _STOPPABLE:
-            await rt.stores.runs.settle(
-                run_id, row.key, outcome, expected=_STOPPABLE, now=rt.clock.now()
-            )
-    await adv.close_stopped(rt, run, flow)
+    ctx = _context(rt, flow, run)
+    await drive(rt, ctx, stop.begin(run.stop_status))
 
 
 async def time_out(rt: Runtime, run_id: RunId) -> None:
@@ -271,8 +263,8 @@ async def time_out(rt: Runtime, run_id: RunId) -> None:
 async def signal(rt: Runtime, run_id: RunId, name: str, payload: Json) -> ControlResult:
     if not name.strip():
         return ControlResult("refused", "A signal needs a name.", run_id)
-    run = await rt.stores.runs.get_run(run_id)
-    if run is None:
+    run, flow = await _run_and_flow(rt, run_id)
+    if run is None or flow is None:
         return ControlResult("not_found", f"Run '{run_id}' not found.", run_id)
     if run.status is not RunStatus.RUNNING:
         return ControlResult(
@@ -296,7 +288,10 @@ async def signal(rt: Runtime, run_id: RunId, name: str, payload: Json) -> Contro
                 delivery.step_key,
             )
     if delivery.step_key is not None:
-        await wake(rt, run, delivery.step_key)
+        row = (await rt.stores.steps.steps(run_id, [delivery.step_key])).get(
+            delivery.step_key
+        )
+        await drive(rt, _context(rt, flow, run), Round(signal_wait.delivered(row)))
     log.info("signal_delivered", run_id=run_id, step_key=delivery.step_key, signal=name)
     return ControlResult(
         "delivered", f"Signal '{name}' delivered.", run_id, delivery.step_key

@@ -9,7 +9,12 @@ from datetime import timedelta
 from typing import Literal
 
 from service.engine.model import Flow, FlowId, JobId, Json, RunId, StepKey
-from service.ports import Clock, Dispatcher, Stores, Telemetry
+from service.engine.rounds import Limits
+from service.orchestrator.run_cache import RunCache
+from service.ports.clock import Clock
+from service.ports.dispatch import Dispatcher
+from service.ports.stores import Stores
+from service.ports.telemetry import Telemetry
 from service.steps.handlers import Handlers
 
 
@@ -23,6 +28,16 @@ class Options:
     """Age after which a dispatched, never-claimed step is published again."""
     default_run_timeout: timedelta | None = None
     idempotency_header: str = "idempotency-key"
+    lost_attempts: int = 5
+    """A step whose worker died during this many attempts fails instead of running."""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_output_bytes=self.max_output_bytes,
+            reconcile_after=self.reconcile_after,
+            lost_attempts=self.lost_attempts,
+        )
 
 
 class Catalog:
@@ -77,6 +92,8 @@ class Runtime:
     clock: Clock
     options: Options = Options()
     telemetry: Telemetry = field(default_factory=NoTelemetry)
+    runs: RunCache = field(default_factory=RunCache)
+    """This worker's memory of the runs it met."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,135 +1,61 @@
-"""Timers, cron schedules, flow switches and the reconciler for stuck work.
+"""Timers, cron schedules and flow switches.
 
 Called by the scheduler loop of every worker; every action is guarded, so any number of
 replicas may run them at once and each timer, tick or repair happens once.
 """
 
-from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
-from service.engine import manifest
+from service.engine import continuation, manifest
 from service.engine.cron import catch_up, check_cron, next_fire
-from service.engine.model import (
-    Flow,
-    JobId,
-    Json,
-    StepStatus,
-    TriggerKey,
-    TriggerType,
-)
+from service.engine.decision import Decision, SetTimer
+from service.engine.model import Flow, JobId, Json, TriggerKey, TriggerType
 from service.engine.records import (
     FlowRecord,
     Schedule,
-    StepRecord,
     Timer,
     TimerKind,
     schedule_job_id,
 )
+from service.engine.rounds import Round, RunContext
 from service.orchestrator import control
-from service.orchestrator.execute import wake
+from service.orchestrator.driver import drive
 from service.orchestrator.runtime import ControlResult, Runtime, TriggerRequest
-from service.ports import Dispatch
 
 log = structlog.get_logger()
 
-_PARKING_GRACE = timedelta(seconds=1)
-
 
 async def fire_timer(rt: Runtime, timer: Timer) -> None:
-    run = await rt.stores.runs.get_run(timer.run_id)
-    if run is not None and timer.step_key is not None:
-        if timer.kind is TimerKind.REQUEUE:
-            woken = await wake(rt, run, timer.step_key, attempt=timer.attempt)
-            if not woken and await _still_parking(rt, timer):
-                # Set before its attempt parks the step; due again once it has.
-                await rt.stores.timers.set(
-                    replace(timer, due_at=rt.clock.now() + _PARKING_GRACE)
-                )
-                return
-        elif timer.kind is TimerKind.PUBLISH:
-            rows = await rt.stores.runs.steps(run.run_id, [timer.step_key])
-            row = rows.get(timer.step_key)
-            if row is not None and row.status is StepStatus.QUEUED:
-                await rt.dispatcher.publish(
-                    [Dispatch(run.flow_id, run.run_id, row.key, row.attempt + 1)]
-                )
-    elif timer.kind is TimerKind.DEADLINE:
+    """A due timer: wake a parked step, publish a delayed release, time a run out."""
+    if timer.kind is TimerKind.DEADLINE:
         await control.time_out(rt, timer.run_id)
-    await rt.stores.timers.delete(timer.id)
-
-
-async def _still_parking(rt: Runtime, timer: Timer) -> bool:
-    """Is the attempt that set this requeue timer still recording its result?"""
-    if timer.attempt is None or timer.step_key is None:
-        return False
-    row = (await rt.stores.runs.steps(timer.run_id, [timer.step_key])).get(
-        timer.step_key
-    )
-    return (
-        row is not None
-        and row.status is StepStatus.RUNNING
-        and row.attempt == timer.attempt
-    )
-
-
-async def reconcile(rt: Runtime, *, limit: int = 100) -> int:
-    """Repair what a lost message or a dead worker left behind (decisions 7 and 8).
-
-    Re-publishes lost dispatches, re-queues steps whose worker vanished and restarts
-    runs whose start was cut short. Returns the number of repairs.
-    """
-    runs = rt.stores.runs
+        await rt.stores.timers.delete(timer.id)
+        return
+    key = timer.step_key
+    run = await rt.stores.runs.get_run(timer.run_id)
+    flow = rt.catalog.get(run.flow_id) if run is not None else None
+    if run is None or flow is None or key is None:
+        await rt.stores.timers.delete(timer.id)  # its run is gone (retention)
+        return
+    row = (await rt.stores.steps.steps(run.run_id, [key])).get(key)
     now = rt.clock.now()
-    republished = reclaimed = restarted = 0
-    for row in await runs.stale_queued(
-        before=now - rt.options.reconcile_after, limit=limit
-    ):
-        moved = await runs.requeue(
-            row.run_id, row.key, expected=frozenset({StepStatus.QUEUED}), now=now
-        )
-        republished += await _republish(rt, moved)
-    for row in await runs.expired_leases(before=now, limit=limit):
-        moved = await runs.requeue(
-            row.run_id,
-            row.key,
-            expected=frozenset({StepStatus.RUNNING}),
-            attempt=row.attempt,
-            now=now,
-        )
-        reclaimed += await _republish(rt, moved)
-    for run in await runs.unstarted_runs(
-        before=now - rt.options.reconcile_after, limit=limit
-    ):
-        flow = rt.catalog.get(run.flow_id)
-        if flow is not None:
-            await control.start(rt, run, flow)
-            restarted += 1
-    repairs = republished + reclaimed + restarted
-    if repairs:
-        log.info(
-            "reconciler_repaired",
-            republished=republished,
-            reclaimed=reclaimed,
-            restarted=restarted,
-        )
-        rt.telemetry.repaired("republished", republished)
-        rt.telemetry.repaired("reclaimed", reclaimed)
-        rt.telemetry.repaired("restarted", restarted)
-    return repairs
+    if timer.kind is TimerKind.REQUEUE:
+        decision = continuation.woken(timer, row, now)
+    else:
+        decision = continuation.published(timer, row)
+    ctx = RunContext(flow, run.facts, now, run.stop_status, rt.options.limits)
+    await drive(rt, ctx, Round(decision))
+    if not _postponed(decision, timer):
+        await rt.stores.timers.delete(timer.id)
 
 
-async def _republish(rt: Runtime, row: StepRecord | None) -> int:
-    if row is None:
-        return 0
-    run = await rt.stores.runs.get_run(row.run_id)
-    if run is None:
-        return 0
-    await rt.dispatcher.publish(
-        [Dispatch(run.flow_id, run.run_id, row.key, row.attempt + 1)]
+def _postponed(decision: Decision, timer: Timer) -> bool:
+    """Whether `decision` set this timer again, for later."""
+    return any(
+        isinstance(w, SetTimer) and w.timer.id == timer.id for w in decision.writes()
     )
-    return 1
 
 
 async def sync_flows(rt: Runtime) -> None:

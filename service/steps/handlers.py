@@ -12,7 +12,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeAlias, cast, get_type_hints
 
 from pydantic import BaseModel, ValidationError
@@ -25,6 +25,20 @@ from service.engine.model import (
     RunId,
     StepKey,
 )
+from service.engine.results import Failed, Pending, StepResult, Succeeded
+
+__all__ = [
+    "Failed",
+    "Handler",
+    "Handlers",
+    "Pending",
+    "StepContext",
+    "StepResult",
+    "Succeeded",
+    "as_result",
+    "invoke",
+    "to_json",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,32 +61,6 @@ class StepContext:
         return self.cancelled.is_set()
 
 
-@dataclass(frozen=True, slots=True)
-class Succeeded:
-    output: Json = None
-    delay_next: timedelta | None = None
-    """Delay the dispatch of every step this result makes ready (FO's DelayNextStep)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    reason: str
-    output: Json = None
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """Park the step and run it again after `delay` (polling).
-
-    `inputs` replace the dispatch inputs of the next attempt (poll state travels there).
-    """
-
-    delay: timedelta = timedelta(seconds=10)
-    output: Json = None
-    inputs: Mapping[str, Json] | None = None
-
-
-StepResult: TypeAlias = Succeeded | Failed | Pending
 Handler: TypeAlias = Callable[[StepContext, Any], Awaitable[object] | object]
 
 

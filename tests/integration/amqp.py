@@ -28,7 +28,7 @@ from service.adapters.amqp.consumer import Backoff, Consumer, Tally
 from service.adapters.amqp.dispatcher import AmqpDispatcher, open_publishing_channel
 from service.adapters.amqp.topology import Names, Topology, declare
 from service.adapters.clock import SystemClock
-from service.adapters.memory import InMemoryStores
+from service.adapters.memory.stores import InMemoryStores
 from service.engine.model import Flow, RunId, RunStatus
 from service.engine.records import RunRecord
 from service.engine.validation import validate_all

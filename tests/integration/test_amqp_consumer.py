@@ -51,7 +51,7 @@ async def test_a_raw_json_trigger_runs_the_flow_and_the_message_id_is_the_job_id
     run = await worker.until_final(run_id)
     assert run.status is RunStatus.SUCCEEDED
     assert run.job_id == message_id
-    rows = await worker.stores.runs.steps(RunId(run_id), [StepKey("sign")])
+    rows = await worker.stores.steps.steps(RunId(run_id), [StepKey("sign")])
     assert rows[StepKey("sign")].output["text"].startswith("HELLO, AMQP! -- ")
     assert rows[StepKey("sign")].job_id == f"{run_id}:sign:1"
     assert worker.tally.outcomes["trigger", Outcome.ACKED] == 1

@@ -250,7 +250,7 @@ async def test_big_integers_in_a_trigger_body_reach_the_run_exactly(worker, clie
 
     run = await worker.until_final(run_id)
     assert run.body == {"name": BIG, "n": [-BIG]}
-    rows = await worker.stores.runs.steps(RunId(run_id), [StepKey("greet")])
+    rows = await worker.stores.steps.steps(RunId(run_id), [StepKey("greet")])
     assert rows[StepKey("greet")].output == {"text": f"Hello, {BIG}"}
 
 

@@ -129,15 +129,15 @@ async def test_find_runs_matches_text_at_the_start_of_ids_and_keys(
 async def test_run_detail_has_the_steps_attempts_and_events(stores: MongoStores):
     run = await a_run(stores, "abc")
     steps = [NewStep(StepKey(k), "Http", StepStatus.QUEUED) for k in ("fetch", "ship")]
-    await stores.runs.add_steps(run.run_id, steps[:1], at=T0)
-    await stores.runs.add_steps(run.run_id, steps[1:], at=T0 + MINUTE)
+    await stores.steps.add_steps(run.run_id, steps[:1], at=T0)
+    await stores.steps.add_steps(run.run_id, steps[1:], at=T0 + MINUTE)
     for attempt in (1, 2):
         job = JobId(f"job-{attempt}")
         now = T0 + attempt * LEASE
-        await stores.runs.claim(
+        await stores.steps.claim(
             run.run_id, StepKey("fetch"), job_id=job, now=now, lease=LEASE
         )
-    await stores.runs.finish(
+    await stores.steps.finish(
         run.run_id,
         StepKey("fetch"),
         Outcome(StepStatus.SUCCEEDED, output={"ok": True}),
@@ -204,8 +204,8 @@ async def a_full_run(stores: MongoStores, name: str, **run: Any) -> RunId:
     run_id = (await a_run(stores, name, key=f"key-{name}", **run)).run_id
     loop = StepKey("loop")
     rows = [NewStep(StepKey(k), "Http", StepStatus.QUEUED) for k in ("loop", "loop.0")]
-    await stores.runs.add_steps(run_id, rows, at=T0)
-    await stores.runs.start_loop(run_id, loop, list(range(600)), concurrency=1)
+    await stores.steps.add_steps(run_id, rows, at=T0)
+    await stores.loops.start_loop(run_id, loop, list(range(600)), concurrency=1)
     await stores.events.append(run_id, [NewEvent("run.started", T0)])
     await stores.signals.register(
         run_id, StepKey("approve"), "Ok", expires_at=None, now=T0

@@ -64,7 +64,7 @@ def a_run(n: int = 0, **fields: Any) -> RunRecord:
 async def a_run_with(stores: MongoStores, *keys: str) -> RunId:
     run, _ = await stores.runs.create_run(a_run())
     steps = [NewStep(StepKey(k), "Http", StepStatus.QUEUED) for k in keys]
-    await stores.runs.add_steps(run.run_id, steps, at=NOW)
+    await stores.steps.add_steps(run.run_id, steps, at=NOW)
     return run.run_id
 
 
@@ -73,7 +73,7 @@ async def test_one_of_64_claims_wins(stores: MongoStores):
 
     claims = await asyncio.gather(
         *(
-            stores.runs.claim(
+            stores.steps.claim(
                 run_id, StepKey("fetch"), job_id=JobId(f"j{n}"), now=NOW, lease=LEASE
             )
             for n in range(CROWD)
@@ -107,7 +107,7 @@ async def test_a_fan_in_step_is_dispatched_once_when_its_predecessors_finish_tog
     join = [NewStep(StepKey("join"), "Http", StepStatus.QUEUED)]
 
     inserted = await asyncio.gather(
-        *(stores.runs.add_steps(run_id, join, at=NOW) for _ in range(CROWD))
+        *(stores.steps.add_steps(run_id, join, at=NOW) for _ in range(CROWD))
     )
 
     assert sorted(inserted) == [[]] * (CROWD - 1) + [["join"]]
@@ -161,15 +161,17 @@ async def test_a_timer_fires_for_one_of_64_claimers(stores: MongoStores):
 async def test_64_finished_iterations_each_see_a_distinct_count(stores: MongoStores):
     run_id = await a_run_with(stores, "loop")
     loop = StepKey("loop")
-    await stores.runs.start_loop(run_id, loop, list(range(CROWD)), concurrency=8)
+    await stores.loops.start_loop(run_id, loop, list(range(CROWD)), concurrency=8)
 
-    states = await asyncio.gather(
+    rows = await asyncio.gather(
         *(
-            stores.runs.advance_loop(run_id, loop, index=n, failed=n < 5)
+            stores.loops.advance_loop(run_id, loop, index=n, failed=n < 5)
             for n in range(CROWD)
         )
     )
+    states = [row.loop for row in rows if row is not None and row.loop is not None]
 
+    assert len(states) == CROWD
     assert sorted(state.finished for state in states) == list(range(1, CROWD + 1))
     assert sum(state.is_done for state in states) == 1
     assert states[-1].total == CROWD
@@ -178,11 +180,11 @@ async def test_64_finished_iterations_each_see_a_distinct_count(stores: MongoSto
 async def test_one_of_64_finishes_records_the_result(stores: MongoStores):
     run_id = await a_run_with(stores, "fetch")
     fetch, job = StepKey("fetch"), JobId("j")
-    await stores.runs.claim(run_id, fetch, job_id=job, now=NOW, lease=LEASE)
+    await stores.steps.claim(run_id, fetch, job_id=job, now=NOW, lease=LEASE)
 
     results = await asyncio.gather(
         *(
-            stores.runs.finish(
+            stores.steps.finish(
                 run_id,
                 fetch,
                 Outcome(StepStatus.SUCCEEDED, output=n),
@@ -194,9 +196,10 @@ async def test_one_of_64_finishes_records_the_result(stores: MongoStores):
         )
     )
 
-    step = (await stores.runs.steps(run_id, [fetch]))[fetch]
-    assert results.count(True) == 1
-    assert step.output == results.index(True)
+    step = (await stores.steps.steps(run_id, [fetch]))[fetch]
+    won = [result.won for result in results]
+    assert won.count(True) == 1
+    assert step.output == won.index(True)
     assert step.attempts[-1].status is StepStatus.SUCCEEDED
 
 
@@ -218,18 +221,18 @@ async def a_big_loop(stores: MongoStores) -> tuple[RunId, StepKey, list[Json]]:
     items: list[Json] = [
         {"sku": f"SKU-{n:05}", "note": "x" * 200} for n in range(ITEMS)
     ]
-    await stores.runs.start_loop(run_id, loop, items, concurrency=50)
+    await stores.loops.start_loop(run_id, loop, items, concurrency=50)
     rows = [
         NewStep(StepKey(f"loop.{n}"), "__iteration", StepStatus.PENDING)
         for n in range(ITEMS)
     ]
-    await stores.runs.add_steps(run_id, rows, at=NOW)
+    await stores.steps.add_steps(run_id, rows, at=NOW)
     events = [NewEvent("step.completed", NOW, f"loop.{n}") for n in range(ITEMS)]
     await stores.events.append(run_id, events)
     for start in range(0, ITEMS, 500):
         await asyncio.gather(
             *(
-                stores.runs.advance_loop(run_id, loop, index=n, failed=False)
+                stores.loops.advance_loop(run_id, loop, index=n, failed=False)
                 for n in range(start, start + 500)
             )
         )
@@ -241,14 +244,14 @@ async def test_a_10000_item_loop_keeps_every_document_small(
 ):
     run_id, loop, items = await a_big_loop(stores)
 
-    state = (await stores.runs.steps(run_id, [loop]))[loop].loop
+    state = (await stores.steps.steps(run_id, [loop]))[loop].loop
     biggest = await biggest_document(mongo_db)
 
     assert state is not None
     assert (state.total, state.finished, state.is_done) == (ITEMS, ITEMS, True)
     assert biggest < 1024 * 1024
     assert [
-        await stores.runs.loop_item(run_id, loop, n) for n in (0, 4321, ITEMS - 1)
+        await stores.loops.loop_item(run_id, loop, n) for n in (0, 4321, ITEMS - 1)
     ] == [
         items[0],
         items[4321],
@@ -265,7 +268,7 @@ async def test_reading_a_loop_item_costs_the_same_anywhere_in_a_10000_item_loop(
 ):
     run_id = await a_run_with(stores, "loop")
     loop = StepKey("loop")
-    await stores.runs.start_loop(run_id, loop, list(range(ITEMS)), concurrency=1)
+    await stores.loops.start_loop(run_id, loop, list(range(ITEMS)), concurrency=1)
 
     plan = await mongo_db.command(
         "explain",
@@ -280,7 +283,7 @@ async def test_reading_a_loop_item_costs_the_same_anywhere_in_a_10000_item_loop(
 
     stats = plan["executionStats"]
     assert (stats["totalKeysExamined"], stats["totalDocsExamined"]) == (1, 1)
-    assert await stores.runs.loop_item(run_id, loop, index) == index
+    assert await stores.loops.loop_item(run_id, loop, index) == index
 
 
 async def test_ensure_indexes_twice_changes_nothing(mongo_db: Db):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from service.adapters.memory import InMemoryStores
+from service.adapters.memory.stores import InMemoryStores
 from service.engine.model import (
     Flow,
     FlowId,
@@ -31,11 +31,13 @@ from service.engine.model import (
 )
 from service.orchestrator.api import Orchestrator
 from service.orchestrator.runtime import StepRequest, TriggerRequest
-from service.ports import (
-    Dispatch,
+from service.ports.dispatch import Dispatch
+from service.ports.loops import LoopStore
+from service.ports.runs import RunStore
+from service.ports.steps import StepStore
+from service.ports.stores import (
     EventStore,
     FlowStore,
-    RunStore,
     ScheduleStore,
     SignalStore,
     TimerStore,
@@ -49,7 +51,12 @@ WRITES = frozenset(
     {
         # RunStore
         "create_run",
-        "mark_started",
+        "complete_run",
+        "reopen_run",
+        "request_cancel",
+        "mark_timed_out",
+        "rechecked",
+        # StepStore
         "claim",
         "extend_lease",
         "finish",
@@ -57,10 +64,8 @@ WRITES = frozenset(
         "requeue",
         "add_steps",
         "reset_steps",
-        "complete_run",
-        "reopen_run",
-        "request_cancel",
-        "mark_timed_out",
+        "mark_stopped",
+        # LoopStore
         "start_loop",
         "advance_loop",
         # EventStore, TimerStore, SignalStore
@@ -120,6 +125,8 @@ class CrashingStores:
     def __init__(self, stores: InMemoryStores, fuse: Fuse) -> None:
         self._stores = stores
         self.runs: RunStore = Crashing(stores.runs, fuse)
+        self.steps: StepStore = Crashing(stores.steps, fuse)
+        self.loops: LoopStore = Crashing(stores.loops, fuse)
         self.events: EventStore = Crashing(stores.events, fuse)
         self.timers: TimerStore = Crashing(stores.timers, fuse)
         self.signals: SignalStore = Crashing(stores.signals, fuse)

@@ -16,7 +16,7 @@ WITHIN = 5.0
 
 def the_step(host: FlowTestHost) -> StepRecord:
     [run] = host.stores.runs.all_runs()
-    [row] = host.stores.runs.all_steps(run.run_id)
+    [row] = host.stores.steps.rows_of(run.run_id)
     return row
 
 

@@ -18,6 +18,7 @@ from service.engine.model import (
     for_each,
     wait_for_signal,
 )
+from service.engine.records import NewStep
 from service.orchestrator.runtime import StepRequest
 from service.steps.handlers import Failed, Handlers, Pending, StepContext, Succeeded
 from service.testing import FlowTestHost
@@ -127,7 +128,7 @@ async def test_a_redelivered_final_step_repeats_its_continuation():
     await host.orchestrator.run_step(
         StepRequest(started.run_id, StepKey("a"), JobId("m-a"))
     )
-    await host.stores.runs.reset_steps(started.run_id, [StepKey("b")])
+    await host.stores.steps.reset_steps(started.run_id, [StepKey("b")])
     host.dispatcher.clear()
 
     await host.orchestrator.run_step(
@@ -365,7 +366,7 @@ async def test_for_each_keeps_its_concurrency_bound():
 
     @handlers.handler("Item")
     async def item(ctx: StepContext, inputs: dict[str, Any]) -> object:
-        rows = host_ref[0].stores.runs.all_steps(ctx.run_id)
+        rows = host_ref[0].stores.steps.rows_of(ctx.run_id)
         seen.append(sum(1 for r in rows if r.type == "__iteration" and r.status is P))
         return inputs["__loopItem"]
 
@@ -481,12 +482,13 @@ async def test_the_reconciler_takes_back_a_step_whose_worker_died():
     host, calls = make_host({"a": Step("Ok")})
     started = await host.trigger("t", settle=False)
     message = host.dispatcher.take()
-    await host.stores.runs.claim(  # a worker claims `a`, then dies without a trace
+    await host.stores.steps.claim(  # a worker claims `a`, then dies without a trace
         started.run_id,
         StepKey("a"),
         job_id=JobId(message.message_id),
         now=host.clock.now(),
         lease=host.runtime.options.lease,
+        new=NewStep(StepKey("a"), "Ok", StepStatus.QUEUED),  # released: no row yet
     )
 
     await host.advance(host.runtime.options.lease + timedelta(seconds=11))

@@ -27,7 +27,7 @@ def fan_in(*, fail: str | None = None, join_after: tuple[str, ...] = ("Succeeded
 
     @handlers.handler("Work")
     async def work(ctx: StepContext, inputs: dict[str, Any]) -> object:
-        rows = hosts[0].stores.runs.all_steps(ctx.run_id)
+        rows = hosts[0].stores.steps.rows_of(ctx.run_id)
         join = "+join" if any(r.key == "join" for r in rows) else ""
         calls.append(ctx.step_key + join)
         return Failed("no") if ctx.step_key == fail else {"k": ctx.step_key}
@@ -47,14 +47,14 @@ def fan_in(*, fail: str | None = None, join_after: tuple[str, ...] = ("Succeeded
 
 def count_rows_read(host: FlowTestHost, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     reads: list[int] = []
-    steps = host.stores.runs.steps
+    steps = host.stores.steps.steps
 
     async def counted(run_id: Any, keys: Any) -> dict[StepKey, StepRecord]:
         rows = await steps(run_id, keys)
         reads.append(len(rows))
         return rows
 
-    monkeypatch.setattr(host.stores.runs, "steps", counted)
+    monkeypatch.setattr(host.stores.steps, "steps", counted)
     return reads
 
 
