@@ -6,7 +6,7 @@ store method may raise `UnavailableError` when its server cannot be reached; a l
 race is never an error.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -376,6 +376,14 @@ class Telemetry(Protocol):
 
     def repaired(self, action: str, count: int) -> None: ...
 
+    def attempt_started(self, flow_id: str, step_key: str, attempt: int) -> None:
+        """A claim was won: attempt `attempt` (from 1) of the step begins."""
+        ...
+
+    def run_reopened(self, flow_id: str) -> None:
+        """A manual retry moved a finished run back to Running."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
@@ -385,6 +393,9 @@ class Dispatch:
     run_id: RunId
     step_key: StepKey
     attempt: int
+    links: tuple[Mapping[str, str], ...] = ()
+    """Trace contexts the publish links (a join's predecessors); the parent is the
+    current context (`service.tracing`)."""
 
     @property
     def message_id(self) -> str:

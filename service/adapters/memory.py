@@ -745,6 +745,8 @@ def _recorded(row: StepRecord, outcome: Outcome, now: datetime) -> StepRecord:
         attempts=attempts,
         lease_until=None,
         completed_at=now if outcome.status.is_final else None,
+        # obs: the attempt's trace context (issue 13)
+        trace_context=outcome.trace_context or row.trace_context,
     )
 
 

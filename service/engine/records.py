@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 from service.engine.model import (
     FlowId,
@@ -24,6 +25,9 @@ TIMED_OUT_REASON = "Run timed out."
 """The cancel reason a timeout records when the run had none."""
 ATTEMPTS_KEPT = 50
 """Attempt entries a step row keeps (the newest); `attempt` still counts them all."""
+NO_CONTEXT: Final[Mapping[str, str]] = {}
+"""No trace context (tracing off, or a record written before it was on); shared, so
+read-only by its type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class RunRecord:
     timed_out_at: datetime | None = None
     started: bool = False
     """True once entry steps are dispatched; a redelivered trigger redoes the start."""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The trace context of the trigger that started the run (service.tracing)."""
 
     @property
     def stop_status(self) -> RunStatus | None:
@@ -104,6 +110,8 @@ class StepRecord:
     attempts: tuple[Attempt, ...] = ()
     """The latest attempts (the store may keep only the most recent ones)."""
     loop: LoopState | None = None
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The trace context of the latest recorded attempt (a join links it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +145,8 @@ class Outcome:
     resolved_inputs: Mapping[str, Json] | None = None
     inputs: Mapping[str, Json] | None = None
     """New dispatch inputs (poll state) for the next attempt of a Pending step."""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The attempt's trace context, stored on the row when not empty."""
 
 
 class TimerKind(StrEnum):
@@ -157,6 +167,8 @@ class Timer:
     step_key: StepKey | None = None
     attempt: int | None = None
     """For a requeue: the attempt that parked the step; a later one is not woken."""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The context of what set the timer: its wake continues that trace."""
 
 
 @dataclass(frozen=True, slots=True)

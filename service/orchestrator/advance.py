@@ -109,7 +109,8 @@ async def advance(
             if r.status is StepStatus.QUEUED and (republish or r.key in inserted)
         ]
         queued_any = queued_any or any(r.status is StepStatus.QUEUED for r in rows)
-        await _dispatch(rt, run, queued, delay=delay, at=at)
+        links = _join_links(scope, queued, known)  # obs: issue 13
+        await _dispatch(rt, run, queued, delay=delay, at=at, links=links)
         skipped = [
             r for r in rows if r.status is StepStatus.SKIPPED and r.key in inserted
         ]
@@ -277,6 +278,24 @@ async def _loop_inputs(rt: Runtime, run: RunRecord, scope: Scope) -> Mapping[str
     return dict(row.inputs) if row is not None else {}
 
 
+def _join_links(
+    scope: Scope, rows: Sequence[NewStep], known: Mapping[str, StepRecord]
+) -> dict[str, tuple[Mapping[str, str], ...]]:
+    """The trace contexts of a join's predecessors, by row key (obs: issue 13).
+
+    Only steps with two or more dependencies are joins; rows not read (a wide join's
+    counted ones) and rows without a context are left out.
+    """
+    links: dict[str, tuple[Mapping[str, str], ...]] = {}
+    for row in rows:
+        deps = [d for d in scope.steps[scope.local(row.key)].conditions if d in known]
+        if len(deps) > 1:
+            contexts = tuple(c for d in deps if (c := known[d].trace_context))
+            if contexts:
+                links[row.key] = contexts
+    return links
+
+
 async def _dispatch(
     rt: Runtime,
     run: RunRecord,
@@ -284,6 +303,7 @@ async def _dispatch(
     *,
     delay: timedelta | None,
     at: datetime,
+    links: Mapping[str, tuple[Mapping[str, str], ...]],
 ) -> None:
     if not rows:
         return
@@ -296,11 +316,15 @@ async def _dispatch(
                     at + delay,
                     run.run_id,
                     row.key,
+                    trace_context=rt.tracer.current(),  # obs: issue 13
                 )
             )
         return
     await rt.dispatcher.publish(
-        [Dispatch(run.flow_id, run.run_id, row.key, 1) for row in rows]
+        [
+            Dispatch(run.flow_id, run.run_id, row.key, 1, links.get(row.key, ()))
+            for row in rows
+        ]
     )
 
 
@@ -312,6 +336,7 @@ async def _record_skips(
             log.info(
                 "step_skipped", run_id=run.run_id, step_key=row.key, reason=row.error
             )
+            rt.tracer.step_skipped(run, row.key, row.error)  # obs: issue 13
         await record_events(
             rt,
             run,
@@ -374,6 +399,7 @@ async def complete_run(rt: Runtime, run: RunRecord, status: RunStatus) -> None:
             "run_completed", run_id=run.run_id, flow_id=run.flow_id, status=status.value
         )
         rt.telemetry.run_completed(run.flow_id, status.value)
+        rt.tracer.run_completed(run, status.value)  # obs: issue 13
     if run.deadline_at is not None:
         await rt.stores.timers.delete(f"deadline:{run.run_id}")
 

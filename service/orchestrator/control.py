@@ -112,6 +112,7 @@ async def trigger(
             request, headers, header=rt.options.idempotency_header, job_id=job_id
         ),
         deadline_at=now + timeout if timeout else None,
+        trace_context=rt.tracer.current(),  # obs: the run's trace (issue 13)
     )
     stored, created = await rt.stores.runs.create_run(run)
     if not created:
@@ -125,6 +126,7 @@ async def trigger(
         trigger_key=request.trigger_key,
     )
     rt.telemetry.run_started(flow.id, request.trigger_key)
+    rt.tracer.run_started(run)  # obs: names the trigger's span (issue 13)
     await start(rt, run, flow)
     return TriggerResult(run.run_id)
 
@@ -147,6 +149,7 @@ async def start(rt: Runtime, run: RunRecord, flow: Flow) -> None:
                 TimerKind.DEADLINE,
                 run.deadline_at,
                 run.run_id,
+                trace_context=rt.tracer.current(),  # obs: issue 13
             )
         )
     await adv.advance(rt, run, flow, flow.scope(), None, republish=True)
@@ -186,7 +189,25 @@ async def retry_step(rt: Runtime, run_id: RunId, key: StepKey) -> ControlResult:
     completed = adv.completion_event(run)
     if completed is not None:  # the record is about to forget this completion
         await adv.record_events(rt, run, [completed])
-    await runs.reopen_run(run_id)
+    if await runs.reopen_run(run_id):
+        rt.telemetry.run_reopened(run.flow_id)  # obs: issue 10 item 15
+    # obs: the retry continues the run's trace from the failed attempt (issue 13)
+    with rt.tracer.resumed("retry", row.trace_context or run.trace_context):
+        await _requeue_failed(rt, run, flow, key)
+    await adv.record_events(
+        rt,
+        run,
+        [NewEvent("step.retried", rt.clock.now(), key, f"Step '{key}' retried.")],
+    )
+    log.info("step_retried", run_id=run_id, step_key=key)
+    return ControlResult("accepted", f"Step '{key}' retry enqueued.", run_id, key)
+
+
+async def _requeue_failed(
+    rt: Runtime, run: RunRecord, flow: Flow, key: StepKey
+) -> None:
+    """Reset what the failed step blocked, then queue and publish it again."""
+    runs, run_id = rt.stores.runs, run.run_id
     await runs.reset_steps(
         run_id,
         [StepKey(d) for d in descendants(flow.steps, key)],
@@ -215,13 +236,6 @@ async def retry_step(rt: Runtime, run_id: RunId, key: StepKey) -> ControlResult:
             await rt.dispatcher.publish(
                 [Dispatch(run.flow_id, run_id, key, moved.attempt + 1)]
             )
-    await adv.record_events(
-        rt,
-        run,
-        [NewEvent("step.retried", rt.clock.now(), key, f"Step '{key}' retried.")],
-    )
-    log.info("step_retried", run_id=run_id, step_key=key)
-    return ControlResult("accepted", f"Step '{key}' retry enqueued.", run_id, key)
 
 
 async def cancel_run(rt: Runtime, run_id: RunId, reason: str | None) -> ControlResult:
@@ -235,7 +249,8 @@ async def cancel_run(rt: Runtime, run_id: RunId, reason: str | None) -> ControlR
     first = await rt.stores.runs.request_cancel(
         run_id, reason or "Cancelled by an operator.", now=rt.clock.now()
     )
-    await stop_run(rt, run_id, flow)
+    with rt.tracer.resumed("cancel", run.trace_context):  # obs: issue 13
+        await stop_run(rt, run_id, flow)
     log.info("run_cancel_requested", run_id=run_id, first=first)
     return ControlResult(
         "accepted" if first else "duplicate", "Cancel requested.", run_id
@@ -296,7 +311,8 @@ async def signal(rt: Runtime, run_id: RunId, name: str, payload: Json) -> Contro
                 delivery.step_key,
             )
     if delivery.step_key is not None:
-        await wake(rt, run, delivery.step_key)
+        with rt.tracer.resumed("signal", run.trace_context):  # obs: issue 13
+            await wake(rt, run, delivery.step_key)
     log.info("signal_delivered", run_id=run_id, step_key=delivery.step_key, signal=name)
     return ControlResult(
         "delivered", f"Signal '{name}' delivered.", run_id, delivery.step_key

@@ -81,6 +81,11 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
         return
     step = claim.step
     run, flow = _with_flow(rt, step, found)
+    # obs: attempt metrics and the attempt's span (issue 13)
+    rt.telemetry.attempt_started(
+        run.flow_id, ".".join(template_parts(step.key)), step.attempt
+    )
+    rt.tracer.attempt_started(run, step)
     cancelled = asyncio.Event()
     with structlog.contextvars.bound_contextvars(
         run_id=run.run_id, flow_id=run.flow_id, step_key=step.key, attempt=step.attempt
@@ -97,6 +102,8 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
             timer = _requeue_timer(rt, run, step, parked_for)
             if timer is not None:
                 await rt.stores.timers.set(timer)
+            if context := rt.tracer.current():  # obs: a join links it (issue 13)
+                outcome = replace(outcome, trace_context=context)
             finished = await runs.finish(
                 run.run_id,
                 step.key,
@@ -105,6 +112,7 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
                 attempt=step.attempt,
                 now=rt.clock.now(),
             )
+        rt.tracer.attempt_finished(outcome.status.value, outcome.error)  # obs
         if not finished:
             log.warning("step_result_discarded", reason="claim_lost")
             if timer is not None:
@@ -360,6 +368,7 @@ def _requeue_timer(
         run.run_id,
         step.key,
         attempt=step.attempt,
+        trace_context=rt.tracer.current(),  # obs: the wake continues it (issue 13)
     )
 
 
@@ -484,6 +493,7 @@ async def _wait_for_signal(rt: Runtime, run: RunRecord, step: StepRecord) -> Out
                     expires + timedelta(seconds=1),
                     run.run_id,
                     step.key,
+                    trace_context=rt.tracer.current(),  # obs: issue 13
                 )
             )
     if waiter.delivered_at is not None:

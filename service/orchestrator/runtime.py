@@ -11,6 +11,7 @@ from typing import Literal
 from service.engine.model import Flow, FlowId, JobId, Json, RunId, StepKey
 from service.ports import Clock, Dispatcher, Stores, Telemetry
 from service.steps.handlers import Handlers
+from service.tracing import NoTracer, Tracer
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,12 @@ class NoTelemetry:
     def repaired(self, action: str, count: int) -> None:
         return
 
+    def attempt_started(self, flow_id: str, step_key: str, attempt: int) -> None:
+        return
+
+    def run_reopened(self, flow_id: str) -> None:
+        return
+
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
@@ -77,6 +84,7 @@ class Runtime:
     clock: Clock
     options: Options = Options()
     telemetry: Telemetry = field(default_factory=NoTelemetry)
+    tracer: Tracer = field(default_factory=NoTracer)  # obs: tracing port (issue 13)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,9 @@ from service.engine.model import (
     TriggerType,
 )
 from service.engine.records import (
+    NO_CONTEXT,
     FlowRecord,
+    RunRecord,
     Schedule,
     StepRecord,
     Timer,
@@ -39,6 +41,13 @@ _PARKING_GRACE = timedelta(seconds=1)
 
 async def fire_timer(rt: Runtime, timer: Timer) -> None:
     run = await rt.stores.runs.get_run(timer.run_id)
+    # obs: a wake continues the trace of what set the timer (issue 13)
+    parent = timer.trace_context or (run.trace_context if run else NO_CONTEXT)
+    with rt.tracer.resumed(f"timer {timer.kind}", parent):
+        await _fire_timer(rt, timer, run)
+
+
+async def _fire_timer(rt: Runtime, timer: Timer, run: RunRecord | None) -> None:
     if run is not None and timer.step_key is not None:
         if timer.kind is TimerKind.REQUEUE:
             woken = await wake(rt, run, timer.step_key, attempt=timer.attempt)
@@ -104,7 +113,8 @@ async def reconcile(rt: Runtime, *, limit: int = 100) -> int:
     ):
         flow = rt.catalog.get(run.flow_id)
         if flow is not None:
-            await control.start(rt, run, flow)
+            with rt.tracer.resumed("reconcile", run.trace_context):  # obs: issue 13
+                await control.start(rt, run, flow)
             restarted += 1
     repairs = republished + reclaimed + restarted
     if repairs:
@@ -126,9 +136,11 @@ async def _republish(rt: Runtime, row: StepRecord | None) -> int:
     run = await rt.stores.runs.get_run(row.run_id)
     if run is None:
         return 0
-    await rt.dispatcher.publish(
-        [Dispatch(run.flow_id, run.run_id, row.key, row.attempt + 1)]
-    )
+    # obs: the repair continues the step's trace (issue 13)
+    with rt.tracer.resumed("reconcile", row.trace_context or run.trace_context):
+        await rt.dispatcher.publish(
+            [Dispatch(run.flow_id, run.run_id, row.key, row.attempt + 1)]
+        )
     return 1
 
 
@@ -185,11 +197,12 @@ async def _fire(rt: Runtime, flow: Flow, schedule: Schedule, tick: datetime) -> 
     key = f"cron:{flow.id}:{schedule.trigger_key}:{tick.isoformat()}"
     lag = (rt.clock.now() - tick).total_seconds()
     rt.telemetry.timer_fired("cron", lag_seconds=lag)
-    await control.trigger(
-        rt,
-        TriggerRequest(flow.id, schedule.trigger_key, idempotency_key=key),
-        job_id=JobId(key),
-    )
+    with rt.tracer.resumed(f"cron {flow.name}", NO_CONTEXT):  # obs: a new trace
+        await control.trigger(
+            rt,
+            TriggerRequest(flow.id, schedule.trigger_key, idempotency_key=key),
+            job_id=JobId(key),
+        )
 
 
 async def _flow_enabled(rt: Runtime, flow: Flow) -> bool:

@@ -16,6 +16,7 @@ from pymongo.errors import BulkWriteError
 from service.adapters.mongo.codec import (
     Document,
     attempt_document,
+    context_document,
     dumps,
     dumps_mapping,
     row_id,
@@ -294,6 +295,8 @@ def _outcome_fields(outcome: Outcome, now: datetime) -> dict[str, Any]:
     }
     if outcome.inputs is not None:
         fields["inputs"] = dumps_mapping(outcome.inputs)
+    if outcome.trace_context:  # obs: the attempt's trace context (issue 13)
+        fields["tc"] = context_document(outcome.trace_context)
     return fields
 
 
