@@ -348,7 +348,11 @@ async def _after(
     if cancelled.is_set():  # the heartbeat saw the run stop: don't dispatch for it
         run = await rt.stores.runs.get_run(run.run_id) or run
     done = replace(
-        step, status=outcome.status, output=outcome.output, error=outcome.error
+        step,
+        status=outcome.status,
+        output=outcome.output,
+        error=outcome.error,
+        trace_context=outcome.trace_context,  # obs: a join links it (issue 13)
     )
     await adv.step_settled(
         rt, run, flow, step.key, outcome.status, delay=delay_next, row=done
