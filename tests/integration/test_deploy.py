@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from service.settings import Settings
 
@@ -127,12 +128,15 @@ def test_a_broken_manifest_or_compose_file_fails_validation(tmp_path):
     )
     keda = tmp_path / "deploy" / "k8s" / "base" / "keda-scaledobject.yaml"
     keda.write_text(keda.read_text().replace("queueName:", "queuename:", 1))
+    rules = tmp_path / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
+    rules.write_text(rules.read_text().replace("for: 5m", "for: 5 minutes", 1))
 
     done = validate("--root", str(tmp_path))
 
     assert done.returncode == 1, done.stdout
     assert "'readOnlyRootFileSystem' was unexpected" in done.stdout
     assert "'queuename' was unexpected" in done.stdout
+    assert "'5 minutes' does not match" in done.stdout
     assert "'service_healty'" in done.stdout
 
 
@@ -419,3 +423,20 @@ def test_the_build_context_is_an_allow_list():
         "contracts",
         "examples",
     }
+
+
+def test_the_alert_rules_ship_as_a_prometheus_rule_in_the_base(validated):
+    rules = yaml.safe_load(
+        (REPO / "deploy" / "prometheus" / "flow-orchestrator.rules.yaml").read_text()
+    )
+    [rule] = [o for o in validated.rendered["base"] if o["kind"] == "PrometheusRule"]
+
+    assert rule["spec"] == rules  # the same groups as the plain rule file
+    alerts = {r["alert"] for group in rules["groups"] for r in group["rules"]}
+    assert {
+        "FlowDeadLettersGrowing",
+        "FlowRunFailureRateHigh",
+        "FlowWorkQueueWithoutConsumer",
+        "FlowTimerLagHigh",
+        "FlowReconcilerRepairing",
+    } <= alerts
