@@ -211,8 +211,13 @@ async def tracing_overhead(runs: int, repeat: int, *, both: bool) -> None:
                 res["spans_exported"] = sink.spans - spans
                 results[setting].append(res)
                 emit({"bench": "throughput", "tracing": setting, "repeat": n, **res})
-    steady = {s: median(r["steady_steps_s"] for r in results[s]) for s in settings}
-    cpu = {s: median(r["worker_cpu_ms_per_step"] for r in results[s]) for s in settings}
+    steady = {
+        s: round(median(r["steady_steps_s"] for r in results[s]), 1) for s in settings
+    }
+    cpu = {
+        s: round(median(r["worker_cpu_ms_per_step"] for r in results[s]), 2)
+        for s in settings
+    }
     summary: dict[str, Any] = {
         "bench": "throughput",
         "who": "tracing-summary",
