@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -77,8 +77,10 @@ class OtelTracer:
 
         Spans leave through a batch processor: never on the handling path.
         """
-        resource = Resource.create({"service.name": "flow-orchestrator"})
-        provider = TracerProvider(resource=resource)  # OTEL_SERVICE_NAME overrides
+        resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: _SCOPE}))
+        provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(exporter_for(exporter)))
         return cls(provider)
 

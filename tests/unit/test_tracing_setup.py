@@ -86,3 +86,15 @@ def test_log_lines_carry_the_trace_and_span_ids_inside_a_span():
     _, trace_id, span_id, _ = carrier["traceparent"].split("-")
     assert (event["trace_id"], event["span_id"]) == (trace_id, span_id)
     assert outside == {"event": "idle"}
+
+
+def test_the_service_is_named_by_otel_service_name_else_flow_orchestrator(monkeypatch):
+    named = OtelTracer.from_environment("console")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "orders-worker")
+    renamed = OtelTracer.from_environment("console")
+    try:
+        assert named.provider.resource.attributes["service.name"] == "flow-orchestrator"
+        assert renamed.provider.resource.attributes["service.name"] == "orders-worker"
+    finally:
+        named.shutdown()
+        renamed.shutdown()
