@@ -1,6 +1,7 @@
 """Throughput: steps/s of ONE worker running many no-op linear 10-step runs at once.
 
     .venv/bin/python -m benchmarks.throughput [--runs 300] [--repeat 3]
+        [--tracing off|on|both]
 
 Per repeat: a fresh prefix and database, one `python -m service` worker, then `--runs`
 triggers of `bench-linear10` published at once (confirmed), then wait until every run
@@ -16,6 +17,11 @@ is final. Figures come from MongoDB: each step attempt's `completed_at`.
 
 Then the reference loop, same servers, same run: `bench_steploop.py --chains 16
 --procs 1 --wc majority --queue-type quorum`; ratio = ours / reference (goal >= 0.7).
+
+`--tracing on` runs the workers with OpenTelemetry tracing on (the `otel` extra; OTLP
+over HTTP, batch exporter) to a local sink (`tests/otlp_sink.py`) that counts the spans;
+`--tracing both` alternates off and on in each repeat and prints the overhead (goal
+<= 10 %).
 """
 
 import argparse
@@ -40,6 +46,7 @@ from benchmarks.common import (
     servers,
 )
 from benchmarks.flows import LINEAR10
+from tests.otlp_sink import OtlpSink
 
 STEPS_PER_RUN = len(LINEAR10.steps)
 
@@ -126,7 +133,11 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chains", type=int, default=16, help="reference chains")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--tracing", choices=["off", "on", "both"], default="off")
     a = parser.parse_args()
+    if a.tracing != "off":
+        await tracing_overhead(a.runs, a.repeat, both=a.tracing == "both")
+        return
     with servers() as srv:
         ours, refs = [], []
         # Interleaved (ours, reference, ours, ...) so that a change of load on a shared
@@ -184,6 +195,45 @@ async def main() -> None:
             f"{summary['reference_cpu_ms_per_step']}; MongoDB ops per step "
             f"{summary['ours_mongo_ops_per_step']}"
         )
+
+
+async def tracing_overhead(runs: int, repeat: int, *, both: bool) -> None:
+    """Tracing on (and, with `both`, off in turn): steps/s and the overhead."""
+    settings = ["off", "on"] if both else ["on"]
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in settings}
+    with servers() as srv, OtlpSink(keep=False) as sink:
+        traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
+        for n in range(repeat):
+            for setting in settings:
+                spans = sink.spans
+                env = traced if setting == "on" else {}
+                res = await measure(srv, runs=runs, env=env, name=f"tracing-{setting}")
+                res["spans_exported"] = sink.spans - spans
+                results[setting].append(res)
+                emit({"bench": "throughput", "tracing": setting, "repeat": n, **res})
+    steady = {
+        s: round(median(r["steady_steps_s"] for r in results[s]), 1) for s in settings
+    }
+    cpu = {
+        s: round(median(r["worker_cpu_ms_per_step"] for r in results[s]), 2)
+        for s in settings
+    }
+    summary: dict[str, Any] = {
+        "bench": "throughput",
+        "who": "tracing-summary",
+        "runs": runs,
+        "repeat": repeat,
+        "steady_steps_s": steady,
+        "worker_cpu_ms_per_step": cpu,
+        "spans_per_run": round(
+            median(r["spans_exported"] for r in results["on"]) / runs, 1
+        ),
+    }
+    if both:
+        summary["overhead_pct"] = round(100 * (1 - steady["on"] / steady["off"]), 1)
+        summary["goal"] = "<= 10 %"
+    emit(summary)
+    say(f"throughput with tracing: {summary}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
    knows exactly the kustomization fields this repository uses and refuses any other.
 2. Validate every rendered object, and the Secret example kept out of the base, against
    the Kubernetes JSON schemas shipped by `kubernetes-validate` (strict: unknown fields
-   are errors), for each Kubernetes version asked for. KEDA objects, which those schemas
-   do not cover, against deploy/k8s/schemas/keda-v1alpha1.schema.json. Then check the
+   are errors), for each Kubernetes version asked for. KEDA objects and the Prometheus
+   Operator's PrometheusRule, which those schemas do not cover, against the schemas in
+   deploy/k8s/schemas/ (keda-v1alpha1, monitoring-v1-prometheusrule). Then check the
    references between objects (selectors, names, ports) that no schema can see.
 3. Lint docker-compose.yml: the compose-spec JSON schema (the copy vendored by
    `check-jsonschema`), `docker compose config -q` where the compose plugin exists, and
@@ -44,6 +45,12 @@ TARGETS = {"base": "deploy/k8s/base", "dev": "deploy/k8s/overlays/dev"}
 OUTSIDE_BASE = ("deploy/k8s/base/secret.example.yaml",)
 """Manifests kept out of every kustomization, validated as they are."""
 KEDA_SCHEMA = "deploy/k8s/schemas/keda-v1alpha1.schema.json"
+RULES_SCHEMA = "deploy/k8s/schemas/monitoring-v1-prometheusrule.schema.json"
+CRD_SCHEMAS = {
+    "keda.sh/v1alpha1": KEDA_SCHEMA,
+    "monitoring.coreos.com/v1": RULES_SCHEMA,
+}
+"""The `apiVersion` of the custom resources this repository ships -> their schema."""
 COMPOSE = "docker-compose.yml"
 DOCKERFILE = "deploy/Dockerfile"
 OLDEST_KUBERNETES = "1.30"
@@ -324,18 +331,24 @@ def kubernetes_versions(asked: str | None) -> list[str]:
     return [OLDEST_KUBERNETES, kv.major_minor(kv.latest_version())]
 
 
-def keda_validator(root: Path) -> Validator:
-    schema = json.loads((root / KEDA_SCHEMA).read_text())
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    validator: Validator = cls(schema)
-    return validator
+def crd_validators(root: Path) -> dict[str, Validator]:
+    """A validator per `apiVersion` of the custom resources this repository ships."""
+    validators: dict[str, Validator] = {}
+    for api_version, path in CRD_SCHEMAS.items():
+        schema = json.loads((root / path).read_text())
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        validators[api_version] = cls(schema)
+    return validators
 
 
-def object_problems(obj: Obj, versions: list[str], keda: Validator) -> list[str]:
-    """Why one object is invalid: for KEDA objects, their schema; else Kubernetes'."""
-    if obj.get("apiVersion") == "keda.sh/v1alpha1":
-        errors = sorted(keda.iter_errors(obj), key=lambda e: list(e.absolute_path))
+def object_problems(
+    obj: Obj, versions: list[str], crds: dict[str, Validator]
+) -> list[str]:
+    """Why one object is invalid: a custom resource's schema, else Kubernetes'."""
+    crd = crds.get(obj.get("apiVersion", ""))
+    if crd is not None:
+        errors = sorted(crd.iter_errors(obj), key=lambda e: list(e.absolute_path))
         problems = [f"{_path(e.absolute_path)}: {e.message}" for e in errors]
         spec = obj.get("spec", {})
         low, high = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
@@ -444,7 +457,7 @@ def check_kubernetes(
     report: Report, root: Path, out: Path, args: argparse.Namespace
 ) -> None:
     versions = kubernetes_versions(args.kubernetes_versions)
-    keda = keda_validator(root)
+    crds = crd_validators(root)
     renderer = BUILTIN if args.renderer == "builtin" else external_renderer()
     if renderer is None and args.renderer == "kustomize":
         report.bad(
@@ -468,9 +481,9 @@ def check_kubernetes(
         names = ", ".join(sorted(obj_id(o) for o in objects))
         report.good("render", f"{target} with {renderer.name}: {names}")
         for obj in objects:
-            keda_object = obj.get("apiVersion", "").startswith("keda.sh/")
-            against = f"KEDA schema {KEDA_SCHEMA}" if keda_object else strict
-            problems = object_problems(obj, versions, keda)
+            crd_schema = CRD_SCHEMAS.get(obj.get("apiVersion", ""))
+            against = f"schema {crd_schema}" if crd_schema else strict
+            problems = object_problems(obj, versions, crds)
             report.check("k8s", f"{target} {obj_id(obj)} against {against}", problems)
         report.check(
             "refs", f"{target}: selectors, names, ports", reference_problems(objects)
@@ -480,7 +493,7 @@ def check_kubernetes(
     ]
     (out / "outside.json").write_text(json.dumps(outside, indent=2))
     for path, obj in zip(OUTSIDE_BASE, outside, strict=True):
-        problems = object_problems(obj, versions, keda)
+        problems = object_problems(obj, versions, crds)
         report.check("k8s", f"{path} {obj_id(obj)} against {strict}", problems)
 
 

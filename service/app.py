@@ -12,7 +12,7 @@ import importlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import aio_pika
 import structlog
@@ -21,12 +21,14 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from structlog.typing import FilteringBoundLogger
 
 from service import health, metrics
-from service.adapters.amqp.consumer import Consumer, Settled
+from service.adapters import census
+from service.adapters.amqp.consumer import Consumer
 from service.adapters.amqp.dispatcher import AmqpDispatcher, open_publishing_channel
 from service.adapters.amqp.topology import Names, Topology, declare
 from service.adapters.clock import SystemClock
 from service.adapters.mongo.client import MongoStores
 from service.adapters.mongo.client import connect as connect_mongo
+from service.adapters.observers import ConsumerMetrics, open_tracer
 from service.engine.model import Flow, JobId
 from service.engine.validation import validate_all
 from service.errors import FlowDefinitionError, UnavailableError
@@ -43,6 +45,10 @@ from service.orchestrator.runtime import (
 from service.scheduler import Scheduler, SchedulerOptions
 from service.settings import Settings
 from service.steps.handlers import Handlers
+from service.tracing import NoTracer
+
+if TYPE_CHECKING:
+    from service.adapters.otel import OtelTracer
 
 log: FilteringBoundLogger = structlog.get_logger()
 
@@ -101,7 +107,9 @@ def load_flows(modules: Sequence[str]) -> tuple[list[Flow], Handlers]:
 
 async def main(settings: Settings) -> None:
     """Run a worker until SIGTERM or SIGINT; exit non-zero on an invalid flow."""
-    configure_logging(settings.log_level, json=settings.log_json)
+    tracer = open_tracer(settings.tracing)
+    context = [tracer.log_context] if tracer is not None else []
+    configure_logging(settings.log_level, json=settings.log_json, context=context)
     try:
         flows, handlers = load_flows(settings.flow_modules)
         validate_all(flows, handlers.names())
@@ -111,12 +119,19 @@ async def main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
-    log.info("worker_starting", worker_id=settings.worker_id, flows=len(flows))
+    log.info(
+        "worker_starting",
+        worker_id=settings.worker_id,
+        flows=len(flows),
+        tracing=settings.tracing,
+    )
     try:
-        await serve(settings, Catalog(flows), handlers, stop)
+        await serve(settings, Catalog(flows), handlers, stop, tracer=tracer)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if tracer is not None:
+            await asyncio.to_thread(tracer.shutdown)  # exports what is buffered
     log.info("worker_stopped", worker_id=settings.worker_id)
 
 
@@ -126,9 +141,17 @@ def _on_signal(stop: asyncio.Event, signum: signal.Signals) -> None:
 
 
 async def serve(
-    settings: Settings, catalog: Catalog, handlers: Handlers, stop: asyncio.Event
+    settings: Settings,
+    catalog: Catalog,
+    handlers: Handlers,
+    stop: asyncio.Event,
+    *,
+    tracer: "OtelTracer | None" = None,
 ) -> None:
-    """Answer probes at once; connect, then consume and schedule until `stop` is set."""
+    """Answer probes at once; connect, then consume and schedule until `stop` is set.
+
+    `tracer`: OpenTelemetry tracing (`open_tracer`), or None for none.
+    """
     readiness = Readiness()
     async with asyncio.TaskGroup() as group:
         if settings.health_port:
@@ -141,7 +164,7 @@ async def serve(
                     ready=readiness.problem,
                 )
             )
-        await _work(settings, catalog, handlers, stop, readiness)
+        await _work(settings, catalog, handlers, stop, readiness, tracer)
 
 
 async def _work(
@@ -150,19 +173,23 @@ async def _work(
     handlers: Handlers,
     stop: asyncio.Event,
     readiness: "Readiness",
+    tracer: "OtelTracer | None",
 ) -> None:
     async with _connected(settings, stop) as services:
         if services is None:
             return  # stopped before both services answered
+        names = metrics.FlowNames({flow.id: flow.name for flow in catalog})
+        metrics.observe_concurrency(settings.amqp_concurrency)
         orchestrator = ObservedOrchestrator(
             Runtime(
                 catalog=catalog,
                 handlers=handlers,
                 stores=services.mongo,
-                dispatcher=AmqpDispatcher(services.topology),
+                dispatcher=AmqpDispatcher(services.topology, spans=tracer),
                 clock=SystemClock(),
                 options=_options(settings),
-                telemetry=metrics.PrometheusTelemetry(),
+                telemetry=metrics.PrometheusTelemetry(names),
+                tracer=tracer or NoTracer(),
             )
         )
         if not await _until_done("store_flows", orchestrator.sync_flows, stop):
@@ -174,7 +201,8 @@ async def _work(
             prefetch=settings.amqp_prefetch,
             concurrency=settings.amqp_concurrency,
             max_body_bytes=settings.max_message_bytes,
-            observer=ConsumerMetrics(),
+            observer=ConsumerMetrics(names),
+            spans=tracer,
         )
         scheduler = Scheduler(orchestrator, _scheduler_options(settings))
         readiness.services, readiness.consuming = services, consumer.consuming
@@ -182,6 +210,16 @@ async def _work(
             group.create_task(consumer.run_until(stop, grace=settings.shutdown_grace))
             group.create_task(
                 scheduler.run_until(stop, every=settings.scheduler_interval)
+            )
+            group.create_task(
+                census.refresh_until(
+                    stop,
+                    every=settings.gauge_interval,
+                    db=services.mongo.database,
+                    connection=services.amqp,
+                    names=services.topology.names,
+                    flows=names,
+                )
             )
 
 
@@ -331,18 +369,6 @@ async def _until_done(
         return True
 
     return await _until_available(what, done, stop) is not None
-
-
-class ConsumerMetrics:
-    """The consumer's `Observer`, recording into the Prometheus metrics."""
-
-    def settled(self, event: Settled) -> None:
-        metrics.observe_settled(event.kind, event.outcome.value)
-        if event.reason is not None:
-            metrics.observe_dead_letter(event.reason)
-
-    def deferred(self, kind: str) -> None:
-        metrics.observe_settled(kind, "deferred")
 
 
 class ObservedOrchestrator(Orchestrator):

@@ -7,13 +7,19 @@ every line of a worker's output has one format.
 
 import logging
 import sys
+from collections.abc import Sequence
 
 import structlog
 from structlog.typing import Processor
 
 
-def configure_logging(level: str, *, json: bool) -> None:
-    """JSON lines (or a console renderer) at `level` and above, context merged in."""
+def configure_logging(
+    level: str, *, json: bool, context: Sequence[Processor] = ()
+) -> None:
+    """JSON lines (or a console renderer) at `level` and above, context merged in.
+
+    `context` adds fields to every line (the trace and span ids when tracing is on).
+    """
     renderer: Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
@@ -21,6 +27,7 @@ def configure_logging(level: str, *, json: bool) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *context,
     ]
     if json:
         # The console renderer prints tracebacks itself; JSON wants them as data,

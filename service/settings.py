@@ -49,6 +49,8 @@ CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
 LogLevel = Annotated[
     Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)
 ]
+OtelExporter = Annotated[Literal["otlp", "console", "none"], BeforeValidator(_lower)]
+OtlpProtocol = Annotated[Literal["http/protobuf"], BeforeValidator(_lower)]
 
 EXAMPLE_FLOWS = (
     "examples.hello",
@@ -181,6 +183,53 @@ class Settings(BaseSettings):
         None,
         description="Deadline of runs whose flow sets none; empty means no deadline.",
     )
+    gauge_interval: Seconds = Field(
+        timedelta(seconds=15),
+        description=(
+            "How often the gauges that ask a server are refreshed: runs in progress "
+            "(a MongoDB count) and queue depths and consumers (passive declares)."
+        ),
+    )
+    otel_traces_exporter: OtelExporter | None = Field(
+        None,
+        description=(
+            "OpenTelemetry's own variable: `otlp` (OTLP over HTTP) or `console` turns "
+            "tracing on, `none` keeps it off. Needs the `otel` extra."
+        ),
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description=(
+            "OpenTelemetry's own variable (e.g. `http://jaeger:4318`): set, it turns "
+            "tracing on with the OTLP exporter. Every other `OTEL_*` variable "
+            "(service name, sampler, headers) is read by the SDK itself."
+        ),
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None,
+        description="OpenTelemetry's own variable: as the one above, for traces only.",
+    )
+    otel_exporter_otlp_protocol: OtlpProtocol | None = Field(
+        None,
+        description="OpenTelemetry's own variable: only `http/protobuf` is shipped.",
+    )
+    otel_sdk_disabled: bool = Field(
+        default=False,
+        description="OpenTelemetry's own variable: `true` keeps tracing off.",
+    )
+
+    @property
+    def tracing(self) -> str | None:
+        """The span exporter when the OTEL_* variables ask for tracing, else None."""
+        if self.otel_sdk_disabled or self.otel_traces_exporter == "none":
+            return None
+        if self.otel_traces_exporter is not None:
+            return self.otel_traces_exporter
+        endpoints = (
+            self.otel_exporter_otlp_endpoint,
+            self.otel_exporter_otlp_traces_endpoint,
+        )
+        return "otlp" if any(endpoints) else None
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:

@@ -84,6 +84,8 @@ def finished(
     `park`: how long a Pending outcome waits for its wake-up (None: a loop or a signal
     wait, woken by their own events); `delay_next`: DelayNextStep of a success.
     """
+    if ctx.trace:  # a join links this attempt's span
+        outcome = replace(outcome, trace_context=ctx.trace)
     finish = FinishStep(row.key, outcome, row.attempt, row.job_id or JobId(""))
     if outcome.status is StepStatus.PENDING:
         return Round(parked(ctx, row, finish, park))
@@ -91,7 +93,11 @@ def finished(
     scope = ctx.flow.scope(prefix)
     local = scope.local(row.key)
     done = replace(
-        row, status=outcome.status, output=outcome.output, error=outcome.error
+        row,
+        status=outcome.status,
+        output=outcome.output,
+        error=outcome.error,
+        trace_context=outcome.trace_context,
     )
     state = ContinueScope(
         prefix,
@@ -142,6 +148,7 @@ def requeue_timer(
         key,
         attempt=attempt,
         flow_id=ctx.run.flow_id,
+        trace_context=ctx.trace,
     )
 
 

@@ -285,7 +285,19 @@ def _decision(ctx: RunContext, state: ContinueScope, work: _Work) -> Decision:
         return decided(
             wave, [SetTimer(publish_timer(ctx, k, due)) for k in work.released]
         )
-    return decided(wave, releases=[Release(key) for key in work.released])
+    links = {row.key: _links(ctx, row, state) for row in work.rows}
+    return decided(wave, releases=[Release(k, links=links[k]) for k in work.released])
+
+
+def _links(
+    ctx: RunContext, row: NewStep, state: ContinueScope
+) -> tuple[Mapping[str, str], ...]:
+    """A join's predecessors' trace contexts (its span links them); () otherwise."""
+    scope = ctx.flow.scope(state.prefix)
+    deps = [d for d in scope.steps[scope.local(row.key)].conditions if d in state.known]
+    if len(deps) < 2:
+        return ()
+    return tuple(c for d in deps if (c := state.known[d].trace_context))
 
 
 def publish_timer(ctx: RunContext, key: StepKey, due: datetime) -> Timer:
@@ -297,6 +309,7 @@ def publish_timer(ctx: RunContext, key: StepKey, due: datetime) -> Timer:
         ctx.run.run_id,
         key,
         flow_id=ctx.run.flow_id,
+        trace_context=ctx.trace,
     )
 
 

@@ -80,6 +80,7 @@ def start_run(ctx: RunContext) -> Round:
         deadline,
         ctx.run.run_id,
         flow_id=ctx.run.flow_id,
+        trace_context=ctx.trace,
     )
     return Round(decided([SetTimer(timer)])).then(cascade.start(ctx, ""))
 

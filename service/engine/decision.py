@@ -7,7 +7,7 @@ saving a decision again (the redelivery of a message whose worker died) changes 
 that was saved already.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeAlias
@@ -127,6 +127,8 @@ class Release:
 
     key: StepKey
     attempt: int = 1
+    links: tuple[Mapping[str, str], ...] = ()
+    """The trace contexts of the steps a join waited for (its span links them)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 from service.engine.model import (
     FlowId,
@@ -24,6 +25,9 @@ TIMED_OUT_REASON = "Run timed out."
 """The cancel reason a timeout records when the run had none."""
 ATTEMPTS_KEPT = 50
 """Attempt entries a step row keeps (the newest); `attempt` still counts them all."""
+NO_CONTEXT: Final[Mapping[str, str]] = {}
+"""No trace context (tracing off, or a record written before it was on); shared, so
+read-only by its type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class RunRecord:
     timed_out_at: datetime | None = None
     released: tuple[StepKey, ...] = ()
     """The entry steps its creation released; their rows come with their claims."""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The trace context of the trigger that started the run (service.tracing)."""
 
     @property
     def facts(self) -> "RunFacts":
@@ -61,6 +67,7 @@ class RunRecord:
             body=self.body,
             headers=self.headers,
             deadline_at=self.deadline_at,
+            trace_context=self.trace_context,
         )
 
     @property
@@ -86,6 +93,8 @@ class RunFacts:
     body: Json = None
     headers: Mapping[str, str] = field(default_factory=dict)
     deadline_at: datetime | None = None
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The trace context of the trigger that started the run (service.tracing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +174,8 @@ class StepRecord:
     """Top-level steps this step's result released; their rows come with their claim."""
     stop: RunStatus | None = None
     """Cancelled or TimedOut: the run was stopped while this row was not final."""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The trace context of the latest recorded attempt (a join links it)."""
 
     @property
     def lost_attempts(self) -> int:
@@ -221,6 +232,8 @@ class Outcome:
     resolved_inputs: Mapping[str, Json] | None = None
     inputs: Mapping[str, Json] | None = None
     """New dispatch inputs (poll state) for the next attempt of a Pending step."""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The attempt's trace context, stored on the row when not empty."""
 
 
 class TimerKind(StrEnum):
@@ -243,6 +256,8 @@ class Timer:
     """For a requeue: the attempt that parked the step; a later one is not woken."""
     flow_id: FlowId | None = None
     """The run's flow, so that firing it needs no read of the run."""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+    """The context of what set the timer: its wake continues that trace."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ ever deciding anything itself; the engine never waits for anything.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeAlias
 
@@ -36,12 +36,14 @@ class RunContext:
     stop: RunStatus | None = None
     """Cancelled or TimedOut, when the caller knows the run was stopped."""
     limits: Limits = Limits()
+    trace: Mapping[str, str] = field(default_factory=dict)
+    """The trace context of what decides (kept on what it sets: a timer, a result)."""
 
     def stopped(self, status: RunStatus | None) -> "RunContext":
         """This context, knowing the run was stopped (a stop never goes away)."""
         if status is None or self.stop is not None:
             return self
-        return RunContext(self.flow, self.run, self.now, status, self.limits)
+        return replace(self, stop=status)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,7 @@ def _expiry_timer(ctx: RunContext, key: StepKey, expires: datetime) -> Timer:
         ctx.run.run_id,
         key,
         flow_id=ctx.run.flow_id,
+        trace_context=ctx.trace,
     )
 
 

@@ -31,6 +31,7 @@ from service.engine.records import (
     NewEvent,
     NewStep,
     RunRecord,
+    StepRecord,
 )
 from service.engine.rounds import Round, RunContext
 from service.engine.timeline import stored_completion
@@ -102,6 +103,7 @@ async def trigger(
         log.warning("trigger_rejected_disabled_flow", flow_id=flow.id)
         return TriggerResult(None, disabled=True)
     run = _new_run(rt, flow, request, job_id=job_id)
+    run = replace(run, trace_context=rt.tracer.current())
     ctx = _context(rt, flow, run)
     start = continuation.start_run(ctx)
     released, rest = attempt.fold(start.decision)
@@ -118,6 +120,7 @@ async def trigger(
         "run_started", run_id=run.run_id, flow_id=flow.id, trigger_key=run.trigger_key
     )
     rt.telemetry.run_started(flow.id, run.trigger_key)
+    rt.tracer.run_started(run.facts)
     rt.runs.put(run.facts)
     await drive(rt, ctx, Round(rest, start.follow))
     return TriggerResult(run.run_id)
@@ -157,7 +160,12 @@ def _run_timeout(request: TriggerRequest, flow: Flow, rt: Runtime) -> timedelta 
 
 def _context(rt: Runtime, flow: Flow, run: RunRecord) -> RunContext:
     return RunContext(
-        flow, run.facts, rt.clock.now(), run.stop_status, rt.options.limits
+        flow,
+        run.facts,
+        rt.clock.now(),
+        run.stop_status,
+        rt.options.limits,
+        trace=rt.tracer.current(),
     )
 
 
@@ -191,11 +199,24 @@ async def retry_step(rt: Runtime, run_id: RunId, key: StepKey) -> ControlResult:
             run_id,
             key,
         )
-    ctx = _context(rt, flow, run)
     completed = stored_completion(run)
     if completed is not None:  # the record is about to forget this completion
         await rt.stores.events.append(run_id, [completed])
-    await rt.stores.runs.reopen_run(run_id)
+    if await rt.stores.runs.reopen_run(run_id):
+        rt.telemetry.run_reopened(run.flow_id)
+    # The retry continues the run's trace from the failed attempt.
+    with rt.tracer.resumed("retry", row.trace_context or run.trace_context):
+        await _requeue_failed(rt, run, flow, row)
+    log.info("step_retried", run_id=run_id, step_key=key)
+    return ControlResult("accepted", f"Step '{key}' retry enqueued.", run_id, key)
+
+
+async def _requeue_failed(
+    rt: Runtime, run: RunRecord, flow: Flow, row: StepRecord
+) -> None:
+    """Reset what the failed step blocked, then queue and publish it again."""
+    steps, run_id, key = rt.stores.steps, run.run_id, row.key
+    ctx = _context(rt, flow, run)
     await steps.reset_steps(
         run_id,
         [StepKey(d) for d in descendants(flow.steps, key)],
@@ -216,8 +237,6 @@ async def retry_step(rt: Runtime, run_id: RunId, key: StepKey) -> ControlResult:
     retried = NewEvent("step.retried", ctx.now, key, f"Step '{key}' retried.")
     await rt.stores.events.append(run_id, [retried])
     await drive(rt, ctx, Round(decided(releases=[Release(key, attempt_next)])))
-    log.info("step_retried", run_id=run_id, step_key=key)
-    return ControlResult("accepted", f"Step '{key}' retry enqueued.", run_id, key)
 
 
 async def cancel_run(rt: Runtime, run_id: RunId, reason: str | None) -> ControlResult:
@@ -231,7 +250,8 @@ async def cancel_run(rt: Runtime, run_id: RunId, reason: str | None) -> ControlR
     first = await rt.stores.runs.request_cancel(
         run_id, reason or "Cancelled by an operator.", now=rt.clock.now()
     )
-    await stop_run(rt, run_id, flow)
+    with rt.tracer.resumed("cancel", run.trace_context):
+        await stop_run(rt, run_id, flow)
     log.info("run_cancel_requested", run_id=run_id, first=first)
     return ControlResult(
         "accepted" if first else "duplicate", "Cancel requested.", run_id
@@ -291,7 +311,9 @@ async def signal(rt: Runtime, run_id: RunId, name: str, payload: Json) -> Contro
         row = (await rt.stores.steps.steps(run_id, [delivery.step_key])).get(
             delivery.step_key
         )
-        await drive(rt, _context(rt, flow, run), Round(signal_wait.delivered(row)))
+        with rt.tracer.resumed("signal", run.trace_context):
+            ctx = _context(rt, flow, run)
+            await drive(rt, ctx, Round(signal_wait.delivered(row)))
     log.info("signal_delivered", run_id=run_id, step_key=delivery.step_key, signal=name)
     return ControlResult(
         "delivered", f"Signal '{name}' delivered.", run_id, delivery.step_key

@@ -70,11 +70,11 @@ async def publish(rt: Runtime, ctx: RunContext, releases: list[Release]) -> None
     """One `run_step` message per release (once each), confirmed by the broker."""
     if not releases:
         return
-    unique = dict.fromkeys((r.key, r.attempt) for r in releases)
+    unique = {(r.key, r.attempt): r for r in reversed(releases)}
     await rt.dispatcher.publish(
         [
-            Dispatch(ctx.run.flow_id, ctx.run.run_id, key, attempt)
-            for key, attempt in unique
+            Dispatch(ctx.run.flow_id, ctx.run.run_id, key, attempt, release.links)
+            for (key, attempt), release in reversed(unique.items())
         ]
     )
 

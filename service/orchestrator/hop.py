@@ -56,6 +56,10 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
             await drive(rt, ctx, continuation.recover(ctx, claim.step))
         return
     row = claim.step
+    template = ".".join(template_parts(row.key))
+    rt.telemetry.attempt_started(flow.id, template, row.attempt)
+    rt.tracer.attempt_started(facts, row)
+    ctx = replace(ctx, trace=rt.tracer.current())
     with structlog.contextvars.bound_contextvars(
         run_id=row.run_id, flow_id=flow.id, step_key=row.key, attempt=row.attempt
     ):
@@ -66,12 +70,14 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
                 ctx = replace(ctx, now=rt.clock.now())
                 begun = continuation.after_handler(ctx, row, begun, result)
             driven = await drive(rt, ctx, begun)
-        if driven.lost:
+        mine = [f for f in driven.finished if f.key == row.key]
+        if driven.lost or not mine:
+            rt.tracer.attempt_finished("lost", None)
             log.warning("step_result_discarded", reason="claim_lost")
             return
-        for finish in driven.finished:
-            if finish.key == row.key:
-                _report(rt, ctx, row, finish.outcome.status)
+        outcome = mine[0].outcome
+        rt.tracer.attempt_finished(outcome.status.value, outcome.error)
+        _report(rt, ctx, row, outcome.status)
 
 
 async def run_facts(rt: Runtime, run_id: RunId) -> RunFacts:
@@ -168,5 +174,5 @@ async def _invoke(
 def _report(rt: Runtime, ctx: RunContext, row: StepRecord, status: StepStatus) -> None:
     log.info("step_finished", status=status.value)
     seconds = (ctx.now - (row.started_at or ctx.now)).total_seconds()
-    template = ".".join(template_parts(row.key))
+    template = ".".join(template_parts(row.key))  # labels: `loop.child`, not `loop.7`
     rt.telemetry.step_finished(ctx.run.flow_id, template, status.value, seconds=seconds)

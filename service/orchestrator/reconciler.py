@@ -88,7 +88,9 @@ async def _publish_next(rt: Runtime, row: StepRecord | None) -> int:
     ctx = await _context(rt, row.run_id)
     if ctx is None:
         return 0
-    await publish(rt, ctx, [Release(row.key, row.attempt + 1)])
+    # The repair continues the step's trace.
+    with rt.tracer.resumed("reconcile", row.trace_context or ctx.run.trace_context):
+        await publish(rt, ctx, [Release(row.key, row.attempt + 1)])
     return 1
 
 
@@ -119,9 +121,11 @@ async def _recheck_results(rt: Runtime, limit: int) -> int:
     continued = 0
     for row in _of_running_runs(rows, statuses):
         ctx = await _context(rt, row.run_id)
-        if ctx is not None:
+        if ctx is None:
+            continue
+        with rt.tracer.resumed("reconcile", row.trace_context or ctx.run.trace_context):
             await drive(rt, ctx, continuation.recover(ctx, row), only_unclaimed=True)
-            continued += 1
+        continued += 1
     await rt.stores.steps.rechecked([(row.run_id, row.key) for row in rows])
     return continued
 

@@ -16,6 +16,7 @@ from service.ports.dispatch import Dispatcher
 from service.ports.stores import Stores
 from service.ports.telemetry import Telemetry
 from service.steps.handlers import Handlers
+from service.tracing import NoTracer, Tracer
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,12 @@ class NoTelemetry:
     def repaired(self, action: str, count: int) -> None:
         return
 
+    def attempt_started(self, flow_id: str, step_key: str, attempt: int) -> None:
+        return
+
+    def run_reopened(self, flow_id: str) -> None:
+        return
+
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
@@ -92,6 +99,7 @@ class Runtime:
     clock: Clock
     options: Options = Options()
     telemetry: Telemetry = field(default_factory=NoTelemetry)
+    tracer: Tracer = field(default_factory=NoTracer)
     runs: RunCache = field(default_factory=RunCache)
     """This worker's memory of the runs it met."""
 

@@ -13,7 +13,9 @@ from service.engine.cron import catch_up, check_cron, next_fire
 from service.engine.decision import Decision, SetTimer
 from service.engine.model import Flow, JobId, Json, TriggerKey, TriggerType
 from service.engine.records import (
+    NO_CONTEXT,
     FlowRecord,
+    RunRecord,
     Schedule,
     Timer,
     TimerKind,
@@ -29,12 +31,19 @@ log = structlog.get_logger()
 
 async def fire_timer(rt: Runtime, timer: Timer) -> None:
     """A due timer: wake a parked step, publish a delayed release, time a run out."""
+    run = await rt.stores.runs.get_run(timer.run_id)
+    # A wake continues the trace of what set the timer.
+    parent = timer.trace_context or (run.trace_context if run else NO_CONTEXT)
+    with rt.tracer.resumed(f"timer {timer.kind}", parent):
+        await _fire_timer(rt, timer, run)
+
+
+async def _fire_timer(rt: Runtime, timer: Timer, run: RunRecord | None) -> None:
     if timer.kind is TimerKind.DEADLINE:
         await control.time_out(rt, timer.run_id)
         await rt.stores.timers.delete(timer.id)
         return
     key = timer.step_key
-    run = await rt.stores.runs.get_run(timer.run_id)
     flow = rt.catalog.get(run.flow_id) if run is not None else None
     if run is None or flow is None or key is None:
         await rt.stores.timers.delete(timer.id)  # its run is gone (retention)
@@ -45,7 +54,14 @@ async def fire_timer(rt: Runtime, timer: Timer) -> None:
         decision = continuation.woken(timer, row, now)
     else:
         decision = continuation.published(timer, row)
-    ctx = RunContext(flow, run.facts, now, run.stop_status, rt.options.limits)
+    ctx = RunContext(
+        flow,
+        run.facts,
+        now,
+        run.stop_status,
+        rt.options.limits,
+        trace=rt.tracer.current(),
+    )
     await drive(rt, ctx, Round(decision))
     if not _postponed(decision, timer):
         await rt.stores.timers.delete(timer.id)
@@ -111,11 +127,12 @@ async def _fire(rt: Runtime, flow: Flow, schedule: Schedule, tick: datetime) -> 
     key = f"cron:{flow.id}:{schedule.trigger_key}:{tick.isoformat()}"
     lag = (rt.clock.now() - tick).total_seconds()
     rt.telemetry.timer_fired("cron", lag_seconds=lag)
-    await control.trigger(
-        rt,
-        TriggerRequest(flow.id, schedule.trigger_key, idempotency_key=key),
-        job_id=JobId(key),
-    )
+    with rt.tracer.resumed(f"cron {flow.name}", NO_CONTEXT):  # a new trace
+        await control.trigger(
+            rt,
+            TriggerRequest(flow.id, schedule.trigger_key, idempotency_key=key),
+            job_id=JobId(key),
+        )
 
 
 async def _flow_enabled(rt: Runtime, flow: Flow) -> bool:

@@ -82,7 +82,7 @@ async def _apply(rt: Runtime, ctx: RunContext, write: Write) -> object:  # noqa:
     match write:
         case InsertSteps(rows=rows, at=at):
             inserted = await stores.steps.add_steps(run.run_id, rows, at=at or now)
-            _log_skips(rows, inserted)
+            _skipped(rt, ctx, rows, inserted)
             return inserted
         case FinishStep():
             return await stores.steps.finish(
@@ -126,11 +126,14 @@ async def _apply(rt: Runtime, ctx: RunContext, write: Write) -> object:  # noqa:
     return None
 
 
-def _log_skips(rows: Sequence[NewStep], inserted: Sequence[StepKey]) -> None:
+def _skipped(
+    rt: Runtime, ctx: RunContext, rows: Sequence[NewStep], inserted: Sequence[StepKey]
+) -> None:
     fresh = set(inserted)
     for row in rows:
         if row.status is StepStatus.SKIPPED and row.key in fresh:
             log.info("step_skipped", step_key=row.key, reason=row.error)
+            rt.tracer.step_skipped(ctx.run, row.key, row.error)
 
 
 async def _best_effort(
@@ -153,3 +156,4 @@ async def _complete(rt: Runtime, ctx: RunContext, status: RunStatus) -> None:
         "run_completed", run_id=ctx.run.run_id, flow_id=ctx.run.flow_id, status=final
     )
     rt.telemetry.run_completed(ctx.run.flow_id, final.value)
+    rt.tracer.run_completed(ctx.run, final.value)

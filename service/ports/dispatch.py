@@ -1,6 +1,6 @@
 """`Dispatcher`: publishing `run_step` messages, and `Dispatch`, one such message."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,6 +15,9 @@ class Dispatch:
     run_id: RunId
     step_key: StepKey
     attempt: int
+    links: tuple[Mapping[str, str], ...] = ()
+    """Trace contexts the publish links (a join's predecessors); the parent is the
+    current context (`service.tracing`)."""
 
     @property
     def message_id(self) -> str:

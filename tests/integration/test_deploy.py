@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from service.settings import Settings
 
@@ -79,8 +80,18 @@ def worker_container(objects: list[Obj]) -> Obj:
 
 
 def settings_from(environment: dict[str, str]) -> Settings:
-    """The settings a worker builds from these variables (the model validates them)."""
-    return Settings.model_validate({k.lower(): v for k, v in environment.items()})
+    """The settings a worker builds from these variables (the model validates them).
+
+    As from the environment, a variable that is no setting (OTEL_SERVICE_NAME, read by
+    the OpenTelemetry SDK itself) is ignored.
+    """
+    return Settings.model_validate(
+        {
+            k.lower(): v
+            for k, v in environment.items()
+            if k.lower() in Settings.model_fields
+        }
+    )
 
 
 # --- the validation itself ---------------------------------------------------------
@@ -127,12 +138,15 @@ def test_a_broken_manifest_or_compose_file_fails_validation(tmp_path):
     )
     keda = tmp_path / "deploy" / "k8s" / "base" / "keda-scaledobject.yaml"
     keda.write_text(keda.read_text().replace("queueName:", "queuename:", 1))
+    rules = tmp_path / "deploy" / "k8s" / "base" / "prometheusrule.yaml"
+    rules.write_text(rules.read_text().replace("for: 5m", "for: 5 minutes", 1))
 
     done = validate("--root", str(tmp_path))
 
     assert done.returncode == 1, done.stdout
     assert "'readOnlyRootFileSystem' was unexpected" in done.stdout
     assert "'queuename' was unexpected" in done.stdout
+    assert "'5 minutes' does not match" in done.stdout
     assert "'service_healty'" in done.stdout
 
 
@@ -337,6 +351,7 @@ def test_the_compose_worker_waits_for_healthy_services_and_runs_read_only(valida
     assert worker["depends_on"] == {
         "rabbitmq": {"condition": "service_healthy"},
         "mongodb": {"condition": "service_healthy"},
+        "jaeger": {"condition": "service_started"},
     }
     assert worker["read_only"] is True
     assert worker["tmpfs"] == [SCRATCH]
@@ -351,6 +366,22 @@ def test_the_compose_worker_waits_for_healthy_services_and_runs_read_only(valida
     stop = re.fullmatch(r"(\d+)s", worker["stop_grace_period"])
     assert stop is not None
     assert timedelta(seconds=int(stop.group(1))) > settings.shutdown_grace
+
+
+def test_the_compose_worker_sends_its_traces_to_jaeger(validated):
+    services = validated.compose["services"]
+    settings = settings_from(services["worker"]["environment"])
+
+    assert settings.tracing == "otlp"
+    assert settings.otel_exporter_otlp_endpoint == "http://jaeger:4318"
+    assert "16686:16686" in services["jaeger"]["ports"]  # the UI the README names
+    assert services["jaeger"]["image"].startswith("jaegertracing/jaeger:2.")
+
+
+def test_the_image_installs_the_tracing_extra():
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+
+    assert dockerfile.count("--extra otel") == 2
 
 
 def test_the_compose_broker_and_database_check_their_own_health(validated):
@@ -389,7 +420,7 @@ def test_the_image_is_multi_stage_non_root_and_starts_flowctl_worker():
 
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile
     assert [name for _, name in stages] == ["uv", "builder", "runtime"]
-    assert "uv sync --frozen --no-dev --no-editable" in dockerfile
+    assert "uv sync --frozen --no-dev --extra otel --no-editable" in dockerfile
     for setting in ("UV_COMPILE_BYTECODE=1", "UV_LINK_MODE=copy"):
         assert setting in dockerfile
     assert "UV_PYTHON_DOWNLOADS=never" in dockerfile
@@ -419,3 +450,20 @@ def test_the_build_context_is_an_allow_list():
         "contracts",
         "examples",
     }
+
+
+def test_the_alert_rules_ship_as_a_prometheus_rule_in_the_base(validated):
+    rules = yaml.safe_load(
+        (REPO / "deploy" / "prometheus" / "flow-orchestrator.rules.yaml").read_text()
+    )
+    [rule] = [o for o in validated.rendered["base"] if o["kind"] == "PrometheusRule"]
+
+    assert rule["spec"] == rules  # the same groups as the plain rule file
+    alerts = {r["alert"] for group in rules["groups"] for r in group["rules"]}
+    assert {
+        "FlowDeadLettersGrowing",
+        "FlowRunFailureRateHigh",
+        "FlowWorkQueueWithoutConsumer",
+        "FlowTimerLagHigh",
+        "FlowReconcilerRepairing",
+    } <= alerts

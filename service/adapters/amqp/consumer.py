@@ -30,15 +30,17 @@ from structlog.contextvars import bound_contextvars
 from structlog.typing import FilteringBoundLogger
 
 from contracts import KINDS, MAX_BODY_BYTES, ContractError, Inbound, Reply, parse
-from contracts.messages import REPLY_KIND, ReplyStatus
+from contracts.messages import REPLY_KIND, ReplyStatus, RunStepMessage
 from service.adapters.amqp import lenient
 from service.adapters.amqp.dispatcher import (
+    DISPATCHED_AT,
     PUBLISH_TIMEOUT,
     publish_json,
     publish_message,
 )
 from service.adapters.amqp.inbound import call, context_of, delivery_of
 from service.adapters.amqp.letters import FRAME_MAX, dead_letter
+from service.adapters.amqp.spans import MessageSpans
 from service.adapters.amqp.topology import Topology, declare
 from service.errors import FlowError, RefusedError, UnknownReferenceError
 from service.orchestrator.api import Orchestrator
@@ -95,6 +97,10 @@ class Observer(Protocol):
         """A transient failure: the delivery is retried in place after a backoff."""
         ...
 
+    def queue_wait(self, flow_id: str, seconds: float) -> None:
+        """A `run_step` of `flow_id` waited `seconds` from its publish to delivery."""
+        ...
+
 
 class Tally:
     """An `Observer` that counts: the default, and what tests read."""
@@ -103,6 +109,7 @@ class Tally:
         self.outcomes: Counter[tuple[str, Outcome]] = Counter()
         self.dead_letters: Counter[str] = Counter()
         self.deferrals: Counter[str] = Counter()
+        self.waits: list[tuple[str, float]] = []
 
     def settled(self, event: Settled) -> None:
         self.outcomes[event.kind, event.outcome] += 1
@@ -111,6 +118,9 @@ class Tally:
 
     def deferred(self, kind: str) -> None:
         self.deferrals[kind] += 1
+
+    def queue_wait(self, flow_id: str, seconds: float) -> None:
+        self.waits.append((flow_id, seconds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +164,7 @@ class Consumer:
         backoff: Backoff = Backoff(),
         observer: Observer | None = None,
         confirm_within: timedelta = PUBLISH_TIMEOUT,
+        spans: MessageSpans | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
@@ -165,6 +176,7 @@ class Consumer:
         self._backoff = backoff
         self.observer: Observer = observer or Tally()
         self._confirm_within = confirm_within
+        self._spans = spans
         self._random = random.Random()  # noqa: S311 - jitter, not cryptography
         self._stop = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
@@ -254,8 +266,11 @@ class Consumer:
         started = time.monotonic()
         outcome: Outcome = Outcome.REQUEUED
         reason: str | None = None
-        with bound_contextvars(
-            message_id=_shown(message.message_id), type=_shown(message.type)
+        with (
+            bound_contextvars(
+                message_id=_shown(message.message_id), type=_shown(message.type)
+            ),
+            self._traced(message),
         ):
             try:
                 async with self._gate(kind), self._slots:
@@ -272,6 +287,14 @@ class Consumer:
                 self.observer.settled(
                     Settled(kind, outcome, reason, time.monotonic() - started)
                 )
+
+    def _traced(
+        self, message: AbstractIncomingMessage
+    ) -> contextlib.AbstractContextManager[None]:
+        """The delivery's span when tracing is on."""
+        if self._spans is None:
+            return contextlib.nullcontext()
+        return self._spans.delivery(message)
 
     async def _settle(
         self, message: AbstractIncomingMessage, outcome: Outcome
@@ -297,8 +320,17 @@ class Consumer:
             body = self._parse(message)
         except ContractError as exc:
             return await self._reject(message, exc.reason, exc.detail, "invalid")
+        if isinstance(body, RunStepMessage):
+            self._observe_wait(message, body.flow_id)
         with bound_contextvars(**context_of(body)):
             return await self._handle(message, kind, body)
+
+    def _observe_wait(self, message: AbstractIncomingMessage, flow_id: str) -> None:
+        """The queue wait of a `run_step`, from the dispatcher's publish instant."""
+        published = (message.headers or {}).get(DISPATCHED_AT)
+        if isinstance(published, int) and not isinstance(published, bool):
+            waited = time.time() - published / 1000
+            self.observer.queue_wait(flow_id, max(0.0, waited))
 
     def _parse(self, message: AbstractIncomingMessage) -> Inbound:
         if problem := lenient.undecodable(message):

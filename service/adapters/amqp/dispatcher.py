@@ -7,7 +7,9 @@ the broker's confirm; driver and connection errors come out as `UnavailableError
 """
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -25,6 +27,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, PublishError
 from pydantic import BaseModel
 
 from contracts.messages import RunStepMessage
+from service.adapters.amqp.spans import MessageSpans
 from service.adapters.amqp.topology import Topology, step_routing_key
 from service.errors import UnavailableError
 from service.ports.dispatch import Dispatch
@@ -32,6 +35,10 @@ from service.ports.dispatch import Dispatch
 PUBLISH_TIMEOUT: Final = timedelta(seconds=10)
 JSON: Final = "application/json"
 RUN_STEP: Final = "run_step"
+DISPATCHED_AT: Final = "x-dispatched-at"
+"""Header of a `run_step` message: when it was published, in milliseconds since the
+epoch (the AMQP `timestamp` property has whole seconds only); the consumer measures
+the queue wait from it."""
 
 
 async def open_publishing_channel(connection: AbstractConnection) -> AbstractChannel:
@@ -130,10 +137,15 @@ class AmqpDispatcher:
     """
 
     def __init__(
-        self, topology: Topology, *, confirm_within: timedelta = PUBLISH_TIMEOUT
+        self,
+        topology: Topology,
+        *,
+        confirm_within: timedelta = PUBLISH_TIMEOUT,
+        spans: MessageSpans | None = None,
     ) -> None:
         self._exchange = topology.ingress
         self._confirm_within = confirm_within
+        self._spans = spans
 
     async def publish(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish every dispatch concurrently; return once all are confirmed.
@@ -151,16 +163,32 @@ class AmqpDispatcher:
                 raise result
 
     async def _publish(self, dispatch: Dispatch) -> None:
-        await publish_json(
-            self._exchange,
-            step_routing_key(dispatch.flow_id),
-            RunStepMessage(
-                flow_id=dispatch.flow_id,
-                run_id=dispatch.run_id,
-                step_key=dispatch.step_key,
-                attempt=dispatch.attempt,
-            ),
-            kind=RUN_STEP,
-            message_id=dispatch.message_id,
-            confirm_within=self._confirm_within,
+        headers: dict[str, Any] = {DISPATCHED_AT: int(time.time() * 1000)}
+        routing_key = step_routing_key(dispatch.flow_id)
+        span = (
+            contextlib.nullcontext()
+            if self._spans is None
+            else self._spans.publish(
+                headers,
+                kind=RUN_STEP,
+                exchange=self._exchange.name,
+                routing_key=routing_key,
+                message_id=dispatch.message_id,
+                links=dispatch.links,
+            )
         )
+        with span:
+            await publish_json(
+                self._exchange,
+                routing_key,
+                RunStepMessage(
+                    flow_id=dispatch.flow_id,
+                    run_id=dispatch.run_id,
+                    step_key=dispatch.step_key,
+                    attempt=dispatch.attempt,
+                ),
+                kind=RUN_STEP,
+                message_id=dispatch.message_id,
+                headers=headers,
+                confirm_within=self._confirm_within,
+            )

@@ -327,4 +327,5 @@ def recorded(row: StepRecord, outcome: Outcome, now: datetime) -> StepRecord:
         attempts=attempts,
         lease_until=None,
         completed_at=now if outcome.status.is_final else None,
+        trace_context=outcome.trace_context or row.trace_context,
     )

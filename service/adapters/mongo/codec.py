@@ -25,6 +25,7 @@ from service.engine.model import (
     scope_of,
 )
 from service.engine.records import (
+    NO_CONTEXT,
     Attempt,
     Event,
     FlowRecord,
@@ -104,7 +105,23 @@ def run_document(run: RunRecord) -> Document:
     if run.idempotency_key is not None:
         # Absent, not null, when there is no key: the unique index is partial on it.
         doc["idem"] = run.idempotency_key
+    if run.trace_context:
+        doc["tc"] = context_document(run.trace_context)
     return doc
+
+
+def context_document(context: Mapping[str, str]) -> list[list[str]]:
+    """A trace context as stored: name/value pairs, as headers are.
+
+    Written only when tracing is on, so nothing grows when it is off.
+    """
+    return [[name, value] for name, value in context.items()]
+
+
+def context_of(doc: Document) -> Mapping[str, str]:
+    """The trace context stored in `doc` ("tc"), or the shared empty one."""
+    pairs = doc.get("tc")
+    return dict(pairs) if pairs else NO_CONTEXT
 
 
 def run_record(doc: Document) -> RunRecord:
@@ -127,6 +144,7 @@ def run_record(doc: Document) -> RunRecord:
         cancel_reason=cancel.get("reason"),
         timed_out_at=doc.get("timed_out_at"),
         released=tuple(StepKey(k) for k in doc.get("released") or ()),
+        trace_context=context_of(doc),
     )
 
 
@@ -177,6 +195,7 @@ def step_record(doc: Document) -> StepRecord:
         loop=None if loop is None else loop_state(loop, stop=doc.get("stop")),
         released=tuple(StepKey(k) for k in doc.get("released") or ()),
         stop=None if doc.get("stop") is None else RunStatus(doc["stop"]),
+        trace_context=context_of(doc),
     )
 
 
@@ -235,7 +254,7 @@ def event_record(doc: Document) -> Event:
 
 
 def timer_document(timer: Timer) -> Document:
-    return {
+    doc: Document = {
         "_id": timer.id,
         "kind": str(timer.kind),
         "due_at": timer.due_at,
@@ -247,6 +266,9 @@ def timer_document(timer: Timer) -> Document:
         "lease_until": None,
         "token": None,
     }
+    if timer.trace_context:
+        doc["tc"] = context_document(timer.trace_context)
+    return doc
 
 
 def timer_record(doc: Document) -> Timer:
@@ -259,6 +281,7 @@ def timer_record(doc: Document) -> Timer:
         step_key=None if step_key is None else StepKey(step_key),
         attempt=doc.get("attempt"),
         flow_id=doc.get("flow_id"),
+        trace_context=context_of(doc),
     )
 
 

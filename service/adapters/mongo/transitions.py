@@ -10,6 +10,7 @@ from typing import Any
 from service.adapters.mongo.codec import (
     Document,
     attempt_document,
+    context_document,
     dumps,
     dumps_mapping,
     step_document,
@@ -66,6 +67,8 @@ def outcome_fields(outcome: Outcome, now: datetime) -> dict[str, Any]:
     }
     if outcome.inputs is not None:
         fields["inputs"] = dumps_mapping(outcome.inputs)
+    if outcome.trace_context:  # only when tracing is on (issue 13)
+        fields["tc"] = context_document(outcome.trace_context)
     return fields
 
 
