@@ -6,6 +6,7 @@ An outage is also a write that a primary stepping down refuses: it is retried la
 from datetime import timedelta
 
 import pytest
+from pymongo import ReadPreference
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, WriteError
 
 from service.adapters.mongo.client import connect, redacted
@@ -38,6 +39,18 @@ async def test_a_stopped_server_raises_unavailable_and_a_restart_recovers(
         found = await stores.runs.get_run(RunId("run-1"))
 
         assert found is None
+
+
+async def test_a_url_cannot_turn_off_primary_reads_retries_or_majority():
+    url = "mongodb://db-0,db-1/?replicaSet=rs0&readPreference=secondary&w=1"
+    stores = connect(f"{url}&retryWrites=false&retryReads=false", "options_test")
+    async with stores:
+        client = stores.database.client
+
+        assert client.read_preference == ReadPreference.PRIMARY
+        assert client.options.retry_writes
+        assert client.options.retry_reads
+        assert client.write_concern.document == {"w": "majority"}
 
 
 def test_a_logged_url_hides_its_password():
