@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,13 +121,14 @@ class MongoReplicaSet:
         )
 
     def close(self) -> None:
-        """Stop every member and delete its temp dir.
+        """Kill every member and delete its temp dir.
 
-        All at once: a member given SIGTERM waits out its quiesce period (15 s), so
-        one after the other would take three times as long.
+        SIGKILL, not SIGTERM: a member stopped cleanly waits out its quiesce period
+        (15 s), and nobody will read these data files again.
         """
-        with ThreadPoolExecutor(len(self._members)) as pool:
-            list(pool.map(MongoServer.close, self._members))
+        for member in self._members:
+            member.kill()
+            member.close()
         atexit.unregister(self.close)
 
     def _initiate(self) -> None:
