@@ -18,7 +18,8 @@ from tests.services import MongoServer, poll_until, sync_client
 
 REPLICA_SET = "rs3"
 STEP_DOWN_SECONDS = 30
-"""Seconds a stepped-down primary may not stand again (`replSetStepDown`'s value)."""
+"""`replSetStepDown`'s value: how long the old primary may not stand again, unless it is
+unfrozen (as `step_down()` does once another member took over)."""
 CATCH_UP_SECONDS = 10
 """How long the primary waits for a secondary to catch up before it steps down."""
 
@@ -91,8 +92,8 @@ class MongoReplicaSet:
         """``replSetStepDown`` on the primary; returns once another member took writes.
 
         The primary first waits (at most ``CATCH_UP_SECONDS``) for an electable
-        secondary to catch up, then hands the election to it; it may not stand again
-        for ``STEP_DOWN_SECONDS``.
+        secondary to catch up, then hands the election to it; once that one is
+        primary, the old one may stand again (``replSetFreeze: 0``).
         """
         old = poll_until("a primary to step down", self.primary, timeout)
         began = time.monotonic()
@@ -110,6 +111,9 @@ class MongoReplicaSet:
         new = poll_until(f"a primary other than {old}", successor, timeout)
         seconds = round(time.monotonic() - began, 2)
         with sync_client(f"mongodb://{old}/", directConnection=True) as client:
+            # Electable again at once: the next step-down, however soon, has two
+            # members to hand the primary to.
+            client.admin.command("replSetFreeze", 0)
             status = client.admin.command("serverStatus")
         ops = status["metrics"]["repl"]["stateTransition"]
         return StepDown(
