@@ -15,6 +15,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from tests.replica_set import MongoReplicaSet
 from tests.services import (
     AmqpCleanup,
     MongoServer,
@@ -60,6 +61,15 @@ def mongo_server() -> Iterator[MongoServer]:
     A test that stops or kills it must leave it running (``restart()``) when it ends.
     """
     yield from _or_fail(MongoServer)
+
+
+@pytest.fixture(scope="session")
+def mongo_replica_set() -> Iterator[MongoReplicaSet]:
+    """A private three-member replica set whose primary tests may step down.
+
+    Always local, like ``mongo_server``: three ``mongod``s of the dev dependency.
+    """
+    yield from _or_fail(MongoReplicaSet)
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ def docker_answers(timeout: float = 3.0) -> bool:
             gc.collect()
 
 
-def _poll(
+def poll_until(
     what: str,
     attempt: Callable[[], _T | None],
     timeout: float,
@@ -113,7 +113,7 @@ def _poll(
         time.sleep(0.1)
 
 
-def _sync_client(url: str, **options: Any) -> MongoClient[dict[str, Any]]:
+def sync_client(url: str, **options: Any) -> MongoClient[dict[str, Any]]:
     return MongoClient(url, serverSelectionTimeoutMS=1000, **options)
 
 
@@ -122,12 +122,13 @@ def _initiate_and_await_primary(
     member: str,
     timeout: float,
     alive: Callable[[], str | None] = lambda: None,
+    replica_set: str = REPLICA_SET,
 ) -> None:
     """Initiate a one-member replica set (once) and wait until it takes writes."""
-    client = _sync_client(url, directConnection=True)
+    client = sync_client(url, directConnection=True)
 
     def initiate() -> bool | None:
-        config = {"_id": REPLICA_SET, "members": [{"_id": 0, "host": member}]}
+        config = {"_id": replica_set, "members": [{"_id": 0, "host": member}]}
         try:
             client.admin.command("replSetInitiate", config)
         except OperationFailure as error:
@@ -144,8 +145,24 @@ def _initiate_and_await_primary(
             return None
 
     with client:
-        _poll(f"mongod at {member} initiating", initiate, timeout, alive)
-        _poll(f"mongod at {member} becoming primary", writable, timeout, alive)
+        poll_until(f"mongod at {member} initiating", initiate, timeout, alive)
+        poll_until(f"mongod at {member} becoming primary", writable, timeout, alive)
+
+
+def _await_answer(
+    url: str, timeout: float, alive: Callable[[], str | None] = lambda: None
+) -> None:
+    """Wait until the ``mongod`` at ``url`` answers ``hello`` (in any state)."""
+    with sync_client(url, directConnection=True) as client:
+
+        def answers() -> bool | None:
+            try:
+                client.admin.command("hello")
+            except PyMongoError:
+                return None
+            return True
+
+        poll_until(f"mongod at {url} answering", answers, timeout, alive)
 
 
 def _free_port() -> int:
@@ -172,12 +189,22 @@ class MongoServer:
 
     The port and the dbpath are chosen once, so ``restart()`` after ``stop()`` or
     ``kill()`` brings the same server back with its data, and clients made from ``url``
-    keep working once it is primary again.
+    keep working once it is primary again. With ``initiate=False`` it is a member-to-be
+    of ``replica_set``: ``start()`` waits until it answers, and whoever owns the set
+    (``tests.replica_set.MongoReplicaSet``) initiates it.
     """
 
-    def __init__(self, *, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        startup_timeout: float = 60.0,
+        replica_set: str = REPLICA_SET,
+        initiate: bool = True,
+    ) -> None:
         self._binary = mongod_binary()
         self._timeout = startup_timeout
+        self._replica_set = replica_set
+        self._initiate = initiate
         self._dir: Path | None = None
         self._port = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -196,9 +223,14 @@ class MongoServer:
         # fail with NotWritablePrimary, while replica-set discovery makes each operation
         # wait (serverSelectionTimeoutMS) until a primary is back. The member is
         # initiated as 127.0.0.1:<port>, so the name it advertises is reachable.
+        return f"mongodb://{self.host}/?replicaSet={self._replica_set}"
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:<port>``: the name the member is initiated with."""
         if not self._port:
             raise RuntimeError("MongoServer has not been started")
-        return f"mongodb://127.0.0.1:{self._port}/?replicaSet={REPLICA_SET}"
+        return f"127.0.0.1:{self._port}"
 
     @property
     def log_path(self) -> Path | None:
@@ -218,7 +250,7 @@ class MongoServer:
             [
                 str(self._binary),
                 *("--dbpath", str(self._dir / "db"), "--port", str(self._port)),
-                *("--replSet", REPLICA_SET, "--bind_ip", "127.0.0.1"),
+                *("--replSet", self._replica_set, "--bind_ip", "127.0.0.1"),
                 *("--wiredTigerCacheSizeGB", "0.25", "--oplogSize", "128"),
                 *("--quiet", "--logpath", str(self.log_path), "--logappend"),
             ],
@@ -227,12 +259,16 @@ class MongoServer:
             stderr=subprocess.PIPE,  # where it complains before the log file is open
         )
         try:
-            _initiate_and_await_primary(
-                f"mongodb://127.0.0.1:{self._port}/",
-                f"127.0.0.1:{self._port}",
-                self._timeout,
-                self._death,
-            )
+            if self._initiate:
+                _initiate_and_await_primary(
+                    f"mongodb://{self.host}/",
+                    self.host,
+                    self._timeout,
+                    self._death,
+                    self._replica_set,
+                )
+            else:
+                _await_answer(f"mongodb://{self.host}/", self._timeout, self._death)
         except BaseException:
             self.kill()  # a server that never came up is no use to anyone
             raise
@@ -323,7 +359,7 @@ def rabbitmq_container() -> Iterator[str]:
         host = container.get_container_host_ip()
         port = container.get_exposed_port(5672)
         url = f"amqp://guest:guest@{host}:{port}/"
-        _poll(
+        poll_until(
             f"RabbitMQ container at {host}:{port}",
             lambda: amqp_answers(url, timeout=2) or None,
             timeout=120,

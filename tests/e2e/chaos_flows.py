@@ -20,6 +20,7 @@ belongs to an attempt the step row recorded).
 """
 
 import asyncio
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -27,7 +28,9 @@ from uuid import uuid4
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from service.adapters.mongo.outage import is_outage
 from service.engine.model import (
     Flow,
     FlowId,
@@ -45,6 +48,8 @@ WORK_SECONDS = 0.02
 """Each handler's (asynchronous) work: enough to be caught in flight by a kill."""
 CALLS = "handler_calls"
 QUICK_RETRY = timedelta(seconds=0.2)
+RECORD_WITHIN = 30.0
+"""Seconds a handler keeps trying to record its invocation through an outage."""
 
 handlers = Handlers()
 _calls: AsyncCollection[dict[str, Any]] | None = None
@@ -65,19 +70,32 @@ def _collection() -> AsyncCollection[dict[str, Any]]:
 
 
 async def record_call(ctx: StepContext) -> str:
-    """Store one document for this invocation; its id."""
+    """Store one document for this invocation; its id.
+
+    Through a primary's step-down too: the insert is repeated (same id, so at most one
+    document) while MongoDB answers with an outage, as the worker's stores do.
+    """
     call_id = uuid4().hex
-    await _collection().insert_one(
-        {
-            "_id": call_id,
-            "run_id": ctx.run_id,
-            "step_key": ctx.step_key,
-            "attempt": ctx.attempt,
-            "job_id": ctx.job_id,
-            "worker": _worker,
-        }
-    )
-    return call_id
+    call = {
+        "_id": call_id,
+        "run_id": ctx.run_id,
+        "step_key": ctx.step_key,
+        "attempt": ctx.attempt,
+        "job_id": ctx.job_id,
+        "worker": _worker,
+    }
+    deadline = time.monotonic() + RECORD_WITHIN
+    while True:
+        try:
+            await _collection().insert_one(call)
+        except DuplicateKeyError:
+            pass  # an earlier try was stored, though its answer was lost
+        except PyMongoError as error:
+            if not is_outage(error) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)  # a pause before trying again, not a wait
+            continue
+        return call_id
 
 
 @handlers.handler("ChaosWork")

@@ -29,6 +29,7 @@ from service.engine.records import ATTEMPTS_KEPT
 from tests.e2e import chaos_flows
 from tests.e2e.chaos_flows import HANDLER_TYPES, expected
 from tests.e2e.harness import Deployment, Document, Worker, eventually
+from tests.replica_set import MongoReplicaSet
 
 FINAL_STEP = frozenset({"Succeeded", "Failed", "Skipped"})
 HANDLER_STEP_TYPES = frozenset(HANDLER_TYPES)
@@ -466,6 +467,62 @@ async def kill_cycles(
         kills.append(kill)
     await publish_load(deployment, waves[-1][1])
     return kills
+
+
+# -- chaos: replica set step-downs -----------------------------------------------------
+
+
+@dataclass
+class SteppedDown:
+    """One step-down of the replica set's primary, and the load it hit."""
+
+    step_down: int
+    old_primary: str
+    new_primary: str
+    seconds_to_new_primary: float
+    operations_killed: int
+    operations_running: int
+    terminal_before: int
+    running_steps: int
+
+
+async def step_downs(
+    deployment: Deployment, replica_set: MongoReplicaSet, *, runs: int, times: int
+) -> list[SteppedDown]:
+    """Step the primary down `times` times while a load of `runs` runs goes.
+
+    Spaced by progress, not time: the n-th step-down waits until n / (times + 1) of
+    the runs are terminal, so each lands in a load in flight.
+    """
+    done: list[SteppedDown] = []
+    for n in range(1, times + 1):
+        await until_terminal(
+            deployment,
+            n * runs // (times + 1),
+            within=patience(runs),
+            what=f"progress before step-down {n}",
+        )
+        terminal = await terminal_runs(deployment)
+        running = await deployment.db.steps.count_documents({"status": "Running"})
+        change = await asyncio.to_thread(replica_set.step_down)
+        stepped = SteppedDown(
+            n,
+            change.old_primary,
+            change.new_primary,
+            change.seconds_to_new_primary,
+            change.operations_killed,
+            change.operations_running,
+            terminal,
+            running,
+        )
+        report("step_down", **vars(stepped))
+        done.append(stepped)
+    return done
+
+
+def logged(workers: Iterable[Worker], event: str) -> int:
+    """How many times `workers` logged `event`."""
+    return sum(1 for w in workers for e in w.events() if e.get("event") == event)
 
 
 # -- the invariants --------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Chaos: mixed flows in flight through kill -9 cycles, a broker and a mongod restart,
-and SIGTERM; afterwards every invariant of DESIGN.md holds (see `chaos_support.verify`).
+SIGTERM, and a replica set whose primary steps down; afterwards every invariant of
+DESIGN.md holds (see `chaos_support.verify`).
 
 CI runs a small size; `scripts/chaos` runs the same tests at full size through
-CHAOS_RUNS and CHAOS_CYCLES (and CHAOS_SEED to replay a load).
+CHAOS_RUNS, CHAOS_CYCLES, CHAOS_OUTAGE_RUNS, CHAOS_SIGTERM_RUNS and
+CHAOS_STEPDOWN_RUNS (and CHAOS_SEED to replay a load).
 """
 
 import asyncio
@@ -16,15 +18,18 @@ from tests.e2e.chaos_support import (
     env_flows,
     env_int,
     kill_cycles,
+    logged,
     mixed_load,
     patience,
     publish_load,
     report,
+    step_downs,
     terminal_runs,
     until_terminal,
     verify,
 )
 from tests.e2e.harness import PATIENT, Deployment
+from tests.replica_set import MongoReplicaSet
 from tests.services import MongoServer
 
 CHAOS = {"FLOW_MODULES": "tests.e2e.chaos_flows"}
@@ -34,6 +39,7 @@ SEED = env_int("CHAOS_SEED", 20261123)
 FLOWS = env_flows()
 OUTAGE_RUNS = env_int("CHAOS_OUTAGE_RUNS", 80)
 SIGTERM_RUNS = env_int("CHAOS_SIGTERM_RUNS", 80)
+STEPDOWN_RUNS = env_int("CHAOS_STEPDOWN_RUNS", 150)
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -174,3 +180,43 @@ async def test_sigterm_mid_load_finishes_or_requeues_in_flight_work(
     assert abandoned == []
     findings.assert_none()
     assert findings.figures["abandoned_attempts"] == 0
+
+
+async def test_two_primary_step_downs_in_a_replica_set_lose_and_repeat_nothing(
+    make_deployment: Callable[[str], Deployment], mongo_replica_set: MongoReplicaSet
+):
+    deployment = make_deployment(mongo_replica_set.url)
+    rng = random.Random(SEED + 3)
+    load = mixed_load(STEPDOWN_RUNS, rng, FLOWS)
+    workers = [deployment.start_worker(**CHAOS), deployment.start_worker(**CHAOS)]
+    for worker in workers:
+        await worker.ready()
+    started = time.monotonic()
+
+    await publish_load(deployment, load.sends)
+    stepped = await step_downs(
+        deployment, mongo_replica_set, runs=STEPDOWN_RUNS, times=2
+    )
+    await until_terminal(deployment, STEPDOWN_RUNS, within=patience(STEPDOWN_RUNS))
+    elapsed = time.monotonic() - started
+    findings = await verify(deployment, load)
+
+    report(
+        "replica_set_step_downs",
+        seed=SEED + 3,
+        seconds=round(elapsed, 1),
+        deferred=logged(workers, "message_deferred"),
+        scheduler_deferred=logged(workers, "scheduler_deferred"),
+        step_downs=[vars(s) for s in stepped],
+        **findings.figures,
+    )
+    findings.assert_none()
+    assert [s.step_down for s in stepped] == [1, 2]
+    # Each step-down handed the primary to another member, with runs in flight.
+    assert all(s.new_primary != s.old_primary for s in stepped), stepped
+    assert stepped[1].old_primary == stepped[0].new_primary, stepped
+    assert all(s.terminal_before < STEPDOWN_RUNS for s in stepped), stepped
+    assert logged(workers, "message_crashed") == 0
+    for worker in workers:
+        await worker.ready(within=30)
+        assert worker.returncode is None

@@ -1,4 +1,4 @@
-"""The service fixtures give real servers: a replica set, a broker, a mongod we own."""
+"""The service fixtures give real servers: a replica set, a broker, mongods we own."""
 
 import asyncio
 from typing import Any
@@ -85,6 +85,33 @@ async def test_a_restarted_mongo_server_keeps_data_and_the_client_reconnects(
 
         assert found == {"_id": "r1"}
         assert await runs.count_documents({}) == 2
+    finally:
+        await client.drop_database(runs.database.name)
+        await client.close()
+
+
+async def test_a_stepped_down_primary_hands_writes_to_another_member(
+    mongo_replica_set,
+):
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_replica_set.url, tz_aware=True
+    )
+    runs = client[f"test_{uuid4().hex}"].runs
+    try:
+        await runs.insert_one({"_id": "r1"})
+        before = mongo_replica_set.primary()
+
+        first = await asyncio.to_thread(mongo_replica_set.step_down)
+        second = await asyncio.to_thread(mongo_replica_set.step_down)
+        async with asyncio.timeout(DEADLINE):
+            await runs.insert_one({"_id": "r2"})  # a retryable write: the new primary
+            found = await runs.find({}).sort("_id").to_list(None)
+
+        assert len(set(mongo_replica_set.hosts)) == 3
+        assert first.old_primary == before
+        assert second.old_primary == first.new_primary != before
+        assert mongo_replica_set.primary() == second.new_primary
+        assert found == [{"_id": "r1"}, {"_id": "r2"}]
     finally:
         await client.drop_database(runs.database.name)
         await client.close()

@@ -5,6 +5,10 @@ it takes. Then, for every N, the run is done again with a crash right after writ
 the message being handled is redelivered (as RabbitMQ does when a worker's connection
 dies) and the run goes on. Every such run must end like the clean one, every step final,
 with each handler invoked at least as often as in the clean run and at most once more.
+
+Then again with the message lost instead (dead-lettered past its delivery limit, or
+acknowledged early for a long step): nothing redelivers it, and the reconciler of the
+other workers must finish the run alone, from what the crashed worker had written.
 """
 
 import itertools
@@ -186,8 +190,16 @@ def make(
     return host, Orchestrator(runtime), ran
 
 
-async def drive(host: FlowTestHost, worker: Orchestrator) -> None:
-    """`FlowTestHost.settle`, with a worker that may crash: its message comes back."""
+REPAIR_WINDOW = timedelta(minutes=2)
+"""Past every lease and `RECONCILE_AFTER`: long enough for the reconciler to act."""
+
+
+async def drive(host: FlowTestHost, worker: Orchestrator, *, lose: bool) -> None:
+    """`FlowTestHost.settle`, with a worker that may crash.
+
+    Its message comes back, or (`lose`) never does: then only the reconciler of the
+    host's own (uncrashed) scheduler finishes what it began.
+    """
     while True:
         while host.dispatcher.pending:
             dispatch: Dispatch = host.dispatcher.take()
@@ -199,22 +211,33 @@ async def drive(host: FlowTestHost, worker: Orchestrator) -> None:
                     await worker.run_step(request)
                     break
                 except Crash:
+                    if lose:
+                        break
                     request = replace(request, redelivered=True)
         report = await host.scheduler.tick()
-        if report.timers or report.cron_fires:
-            continue  # what fired may have published
+        if report.timers or report.cron_fires or report.repairs:
+            continue  # what fired or was repaired may have published
         due: datetime | None = host.stores.timers.next_due()
         if due is None:
-            return
+            if not lose or await _all_done(host):
+                return
+            due = host.clock.now() + REPAIR_WINDOW
         host.clock.set(max(due, host.clock.now()))
 
 
-async def trigger(worker: Orchestrator) -> RunId:
+async def _all_done(host: FlowTestHost) -> bool:
+    return all(run.status.is_final for run in host.stores.runs.all_runs())
+
+
+async def trigger(worker: Orchestrator, *, lose: bool) -> RunId:
     request = TriggerRequest("t", body={"items": [1, 2, 3, 4, 5]})
     while True:
         try:
             result = await worker.trigger(request, job_id=JobId("trigger-1"))
         except Crash:
+            if lose:  # the run exists (or not): its id is the only one there is
+                runs = worker.runtime.stores.runs
+                return next(iter(r.run_id for r in runs.all_runs()))  # type: ignore[attr-defined]
             continue  # the trigger message is redelivered with its message id
         assert result.run_id is not None
         return result.run_id
@@ -230,16 +253,20 @@ class Ending:
 
 
 async def run_once(
-    flow_steps: dict[str, Step], signals: Sequence[str], at: int | None
+    flow_steps: dict[str, Step],
+    signals: Sequence[str],
+    at: int | None,
+    *,
+    lose: bool = False,
 ) -> Ending:
     fuse = Fuse(at)
     host, worker, ran = make(flow_steps, fuse)
     await host.orchestrator.sync_flows()
-    run_id = await trigger(worker)
-    await drive(host, worker)
+    run_id = await trigger(worker, lose=lose)
+    await drive(host, worker, lose=lose)
     for name in signals:
         await host.orchestrator.signal(run_id, name, {"by": "test"})
-        await drive(host, worker)
+        await drive(host, worker, lose=lose)
     result = await host.result(run_id)
     return Ending(
         result.status.value,
@@ -295,15 +322,16 @@ FLOWS: dict[str, tuple[dict[str, Step], tuple[str, ...]]] = {
 }
 
 
+@pytest.mark.parametrize("lose", [False, True], ids=["redelivered", "lost"])
 @pytest.mark.parametrize("name", list(FLOWS))
-async def test_a_crash_after_any_write_loses_nothing(name: str):
+async def test_a_crash_after_any_write_loses_nothing(name: str, *, lose: bool):
     steps, signals = FLOWS[name]
     clean = await run_once(steps, signals, at=None)
     assert all(status.is_final for status in clean.steps.values())
 
     problems: list[str] = []
     for at in range(1, clean.writes + 1):
-        crashed = await run_once(steps, signals, at=at)
+        crashed = await run_once(steps, signals, at=at, lose=lose)
         if crashed.crash is None:
             continue  # this run took fewer writes (an idempotent one was skipped)
         if (crashed.status, crashed.steps) != (clean.status, clean.steps):

@@ -4,8 +4,9 @@
 as the `Stores` port, plus the operators' queries, the indexes and a health ping.
 
 The client is `AsyncMongoClient(tz_aware=True)` with a write concern (majority by
-default, so an acked message's effects survive a failover) and retryable writes. The
-URL may hold a password: it is never logged; `redacted()` gives the loggable form.
+default, so an acked message's effects survive a failover), retryable writes and reads,
+and reads from the primary alone; options in the URL cannot change these. The URL may
+hold a password: it is never logged; `redacted()` gives the loggable form.
 """
 
 import re
@@ -57,7 +58,11 @@ def connect(
     """
     options: dict[str, Any] = {
         "w": write_concern,
+        # Each retries an operation once, on the new primary, after a step-down.
         "retryWrites": True,
+        "retryReads": True,
+        # Every decision is taken on what was read: never on a secondary's older copy.
+        "readPreference": "primary",
         "serverSelectionTimeoutMS": _ms(server_selection_timeout),
         "connectTimeoutMS": _ms(connect_timeout),
         "socketTimeoutMS": None if socket_timeout is None else _ms(socket_timeout),

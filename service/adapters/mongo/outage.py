@@ -1,9 +1,10 @@
 """Which of pymongo's failures mean "the server can't be reached or can't commit now".
 
-`outages()` is the one place they become `UnavailableError`, so the consumer retries
-the message later instead of dead-lettering it; `Collection` (the driver seam) wraps
-every call in it. Other driver errors are bugs, or answers (a duplicate key), and pass
-unchanged.
+`outages()` is the one place they become `UnavailableError`: a connection, server
+selection, network timeout, not-primary (of a command or of one of its writes) or
+write-concern error, so the consumer retries the message later instead of
+dead-lettering it. `Collection` (the driver seam) wraps every call in it. Other driver
+errors are bugs, or answers (a duplicate key), and pass unchanged.
 """
 
 import contextlib
@@ -17,11 +18,26 @@ from pymongo.errors import (
     ConnectionFailure,
     PyMongoError,
     WriteConcernError,
+    WriteError,
 )
 
 from service.errors import UnavailableError
 
 _TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
+# A primary refuses one write of a batch with these while it steps down or shuts down
+# ("Not primary while writing to ..."). As a write error, pymongo raises it as a
+# WriteError or BulkWriteError, without a label, and retryable writes do not retry it.
+_NOT_PRIMARY_CODES = frozenset(
+    {
+        10107,  # NotWritablePrimary
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+        189,  # PrimarySteppedDown
+        11602,  # InterruptedDueToReplStateChange
+        11600,  # InterruptedAtShutdown
+        91,  # ShutdownInProgress
+    }
+)
 
 
 def is_outage(error: PyMongoError) -> bool:
@@ -30,11 +46,20 @@ def is_outage(error: PyMongoError) -> bool:
     ConnectionFailure covers AutoReconnect, NetworkTimeout, NotPrimaryError (also what
     pymongo raises for the shutdown and stepdown codes) and ServerSelectionTimeoutError;
     WriteConcernError covers a majority not reached in time (WTimeoutError), which a
-    bulk write reports among its details instead.
+    bulk write reports among its details instead. A write error with a not-primary
+    code (a WriteError, or among a bulk write's details) is one too.
     """
     if isinstance(error, ConnectionFailure | WriteConcernError):
         return True
-    if isinstance(error, BulkWriteError) and error.details.get("writeConcernErrors"):
+    if isinstance(error, WriteError) and error.code in _NOT_PRIMARY_CODES:
+        return True
+    if isinstance(error, BulkWriteError) and (
+        error.details.get("writeConcernErrors")
+        or any(
+            e.get("code") in _NOT_PRIMARY_CODES
+            for e in error.details.get("writeErrors", [])
+        )
+    ):
         return True
     return any(error.has_error_label(label) for label in _TRANSIENT_LABELS)
 
