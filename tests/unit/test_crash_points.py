@@ -231,15 +231,15 @@ async def _all_done(host: FlowTestHost) -> bool:
     return all(run.status.is_final for run in host.stores.runs.all_runs())
 
 
-async def trigger(worker: Orchestrator, *, lose: bool) -> RunId:
+async def trigger(host: FlowTestHost, worker: Orchestrator, *, lose: bool) -> RunId:
     request = TriggerRequest("t", body={"items": [1, 2, 3, 4, 5]})
     while True:
         try:
             result = await worker.trigger(request, job_id=JobId("trigger-1"))
         except Crash:
-            if lose:  # the run exists (or not): its id is the only one there is
-                runs = worker.runtime.stores.runs
-                return next(iter(r.run_id for r in runs.all_runs()))  # type: ignore[attr-defined]
+            if lose:  # the crash came after a write: the run is the only one there is
+                [run] = host.stores.runs.all_runs()
+                return run.run_id
             continue  # the trigger message is redelivered with its message id
         assert result.run_id is not None
         return result.run_id
@@ -264,7 +264,7 @@ async def run_once(
     fuse = Fuse(at)
     host, worker, ran = make(flow_steps, fuse)
     await host.orchestrator.sync_flows()
-    run_id = await trigger(worker, lose=lose)
+    run_id = await trigger(host, worker, lose=lose)
     await drive(host, worker, lose=lose)
     for name in signals:
         await host.orchestrator.signal(run_id, name, {"by": "test"})
