@@ -28,18 +28,21 @@ from uuid import uuid4
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
-from service.engine.model import (
+from service.authoring import (
+    Failed,
     Flow,
     FlowId,
+    Handlers,
     Json,
     RetryPolicy,
     Step,
+    StepContext,
+    StepResult,
     after,
     for_each,
+    polling,
 )
 from service.settings import Settings
-from service.steps.handlers import Failed, Handlers, StepContext, StepResult
-from service.steps.polling import polling
 
 WORK_SECONDS = 0.02
 """Each handler's (asynchronous) work: enough to be caught in flight by a kill."""
