@@ -30,14 +30,19 @@ from service.commands.common import (
     RefusedReplyError,
     validation_summary,
 )
-from service.errors import FlowError, UnavailableError
+from service.errors import (
+    FlowDefinitionError,
+    FlowError,
+    SettingsError,
+    UnavailableError,
+)
 
 KNOWN = (click.ClickException, FlowError, ValidationError)
 """Errors reported as one line; anything else is a bug, reported as one line too."""
 
 
-class FlowctlGroup(click.Group):
-    """The root group: every error becomes one line on stderr and an exit code."""
+class OneLineErrors(click.Command):
+    """A root command whose every error is one line on stderr and an exit code."""
 
     def main(  # type: ignore[override] # one body for both of click's overloads
         self,
@@ -48,15 +53,16 @@ class FlowctlGroup(click.Group):
         **extra: Any,
     ) -> Any:
         """Run the command; exit (or, if not `standalone_mode`, return) its code."""
+        label = prog_name or self.name or "flowctl"
         try:
             result = super().main(
                 args, prog_name, complete_var, standalone_mode=False, **extra
             )
             code = result if isinstance(result, int) else 0
         except click.Abort:
-            code = report(click.ClickException("aborted"))
+            code = report(click.ClickException("aborted"), label=label)
         except KNOWN as exc:
-            code = report(exc)
+            code = report(exc, label=label)
         except OSError as exc:
             if exc.errno != errno.EPIPE:
                 raise
@@ -75,19 +81,39 @@ class FlowctlGroup(click.Group):
             overrides = ctx.find_object(Overrides)
             if overrides is not None and overrides.traceback:
                 raise
-            text = f"internal error: {type(exc).__name__}: {exc} (--traceback: where)"
+            cause = innermost(exc)
+            if isinstance(cause, KNOWN):
+                raise cause from None  # a TaskGroup's wrapping hides a known error
+            text = (
+                f"internal error: {type(cause).__name__}: {cause} (--traceback: where)"
+            )
             raise click.ClickException(text) from exc
 
 
-def report(exc: BaseException) -> int:
+class FlowctlGroup(OneLineErrors, click.Group):
+    """The root group: every error becomes one line on stderr and an exit code."""
+
+
+class WorkerCommand(OneLineErrors):
+    """`flowctl worker`, which also runs alone as `python -m service`."""
+
+
+def innermost(exc: BaseException) -> BaseException:
+    """The error inside groups of one (`ExceptionGroup`), or `exc` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def report(exc: BaseException, *, label: str = "flowctl") -> int:
     """Print `exc` as one line on stderr; its exit code."""
     code, text = _describe(exc)
-    label = click.style("flowctl:", bold=True)
+    prefix = click.style(f"{label}:", bold=True)
     kind = click.style("error:", fg="red", bold=True)
     if isinstance(exc, RefusedReplyError):
         kind = console.status(f"{exc.reply.status}:", like=exc.reply.status)
         text = exc.reply.message
-    click.echo(f"{label} {kind} {' '.join(text.split())}", err=True)
+    click.echo(f"{prefix} {kind} {' '.join(text.split())}", err=True)
     return code
 
 
@@ -101,7 +127,12 @@ def _describe(exc: BaseException) -> tuple[int, str]:
         case UnavailableError():
             return EXIT_UNAVAILABLE, str(exc)
         case ValidationError():
-            return EXIT_USAGE, f"invalid settings: {validation_summary(exc)}"
+            names = exc.title == "Settings"  # the environment spells them in capitals
+            return EXIT_USAGE, f"invalid settings: {validation_summary(exc, env=names)}"
+        case SettingsError():
+            return EXIT_USAGE, f"the worker refuses to start: {exc}"
+        case FlowDefinitionError():
+            return EXIT_FAILED, f"the worker refuses to start: {exc}"
         case _:
             return EXIT_FAILED, str(exc)
 
@@ -158,10 +189,20 @@ def flowctl(
         ctx.color = False
 
 
-@flowctl.command()
+@flowctl.command(
+    cls=WorkerCommand, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run a worker until SIGTERM (the same as `python -m service`)."""
+    """Run a worker until SIGTERM (`python -m service` is the same command).
+
+    Every setting comes from the environment (AMQP_URL, MONGODB_URL, FLOW_MODULES,
+    HEALTH_PORT, ...; the README's Configuration lists them all), overridden by
+    flowctl's --amqp-url, --prefix, --mongodb-url and --database. While MongoDB or
+    RabbitMQ does not answer, the worker logs which URL it tries and keeps trying.
+    Exit codes: 0 stopped by SIGTERM or SIGINT; 1 an invalid flow; 2 bad usage or an
+    invalid setting (a busy HEALTH_PORT included).
+    """
     # Imported here: the whole service takes a second to import, which every other
     # command would pay for nothing.
     from service import app
@@ -208,3 +249,8 @@ for command in (
 def main() -> None:
     """The `flowctl` entry point."""
     flowctl(prog_name="flowctl")
+
+
+def worker_main(args: list[str] | None = None) -> None:
+    """`python -m service`: `flowctl worker` alone, with exactly its options."""
+    worker.main(args, prog_name="python -m service")

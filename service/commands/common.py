@@ -108,12 +108,16 @@ def echo_json(value: object) -> None:
     click.echo(views.dumps(value))
 
 
-def validation_summary(exc: ValidationError) -> str:
-    """The first few problems of `exc`, without the values."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
-        for error in exc.errors(include_url=False, include_input=False)[:3]
-    )
+def validation_summary(exc: ValidationError, *, env: bool = False) -> str:
+    """The first few problems of `exc`, without the values.
+
+    `env` names each field as its environment variable (`HEALTH_PORT`).
+    """
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False)[:3]:
+        where = ".".join(str(part) for part in error["loc"]) or "value"
+        problems.append(f"{where.upper() if env else where}: {error['msg']}")
+    return "; ".join(problems)
 
 
 def message(model: type[M], **fields: Any) -> M:
