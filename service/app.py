@@ -202,6 +202,7 @@ def _scheduler_options(settings: Settings) -> SchedulerOptions:
         timer_lease=settings.step_lease,
         reconcile_every=every,
         retention=settings.retention,
+        retention_every=settings.retention_interval,
     )
 
 
