@@ -14,7 +14,8 @@ from typing import Any, Final
 
 from contracts import Reply
 from service import console
-from service.adapters.amqp.deadletters import DeadLetter, Replayed
+from service.adapters.amqp.answers import ReplayOutcome
+from service.adapters.amqp.deadletters import DeadLetter
 from service.adapters.mongo.queries import RunDetail
 from service.engine.model import Flow, RunAfter, Step, StepStatus
 from service.engine.records import Event, FlowRecord, RunRecord, Schedule, StepRecord
@@ -394,7 +395,6 @@ def letter_text(letter: DeadLetter) -> str:
         ("detail", letter.detail or ""),
         ("routing key", letter.routing_key or ""),
         ("exchange", "(default)" if letter.exchange == "" else letter.exchange or ""),
-        ("returns", str(letter.returns)),
     ]
     return "\n\n".join(
         [
@@ -428,18 +428,21 @@ def letter_json(letter: DeadLetter) -> dict[str, Any]:
     return data
 
 
-def replayed_text(result: Replayed) -> str:
-    lines = [
-        f"replayed {one.letter_id} ({one.type or '?'} -> {one.routing_key or '?'})"
-        for one in result.replayed
-    ]
-    lines.extend(
-        f"left {letter.letter_id} in the queue: {problem}"
-        for letter, problem in result.failed
-    )
-    lines.append(
-        console.dim(f"{len(result.replayed)} replayed, {len(result.failed)} failed")
-    )
+def replayed_text(outcomes: Sequence[ReplayOutcome]) -> str:
+    """One line per replayed letter, saying what became of it; then the counts."""
+    if not outcomes:
+        return "no dead letters match"
+    lines = []
+    for one in outcomes:
+        letter = one.letter
+        route = f"{letter.type or '?'} -> {letter.routing_key or '?'}"
+        word = _reason(one.result) if one.went_wrong else one.result
+        detail = f": {' '.join(one.detail.split())}" if one.detail else ""
+        lines.append(f"{word} {letter.letter_id} ({route}){detail}")
+    counts: dict[str, int] = {}
+    for one in outcomes:
+        counts[one.result] = counts.get(one.result, 0) + 1
+    lines.append(console.dim(", ".join(f"{n} {word}" for word, n in counts.items())))
     return "\n".join(lines)
 
 

@@ -1,9 +1,12 @@
 """`flowctl dlq`: list, show, replay and purge the dead-letter queue `<prefix>.dead`."""
 
+from datetime import timedelta
+
 import click
 
 from service import console, operations, views
-from service.adapters.amqp.deadletters import DeadLetter, Replayed
+from service.adapters.amqp.answers import ReplayOutcome
+from service.adapters.amqp.deadletters import DeadLetter, Selection
 from service.commands.common import CommandError, echo_json, run, target
 
 
@@ -12,23 +15,42 @@ def dlq() -> None:
     """The dead-letter queue: list, show, replay, purge."""
 
 
+def _filters(function: click.decorators.FC) -> click.decorators.FC:
+    function = click.option(
+        "--kind", metavar="TYPE", help="Only letters of this type (trigger, signal...)."
+    )(function)
+    return click.option(
+        "--reason", metavar="REASON", help="Only letters dead for this reason."
+    )(function)
+
+
 @dlq.command("list")
+@_filters
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (bodies included).")
 @click.pass_context
-def browse(ctx: click.Context, *, limit: int, as_json: bool) -> None:
-    """List dead letters in queue order; they stay in the queue."""
+def browse(
+    ctx: click.Context,
+    *,
+    reason: str | None,
+    kind: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List dead letters in queue order; they stay in the queue, unchanged."""
     where = target(ctx)
+    wanted = Selection(reason=reason, kind=kind)
 
-    async def read() -> tuple[tuple[list[DeadLetter], int], str]:
+    async def read() -> tuple[list[DeadLetter], str]:
         async with operations.dead_letters(where) as queue:
-            return await queue.browse(limit), queue.name
+            letters, _ = await queue.browse(operations.EVERY_LETTER)
+            return [one for one in letters if wanted.wants(one)], queue.name
 
-    (letters, total), name = run(read())
+    letters, name = run(read())
     if as_json:
-        echo_json(views.letters_json(letters, total, queue=name))
+        echo_json(views.letters_json(letters[:limit], len(letters), queue=name))
     else:
-        click.echo(views.letters_text(letters, total, queue=name))
+        click.echo(views.letters_text(letters[:limit], len(letters), queue=name))
 
 
 @dlq.command("show")
@@ -56,28 +78,59 @@ def show(ctx: click.Context, message_id: str, *, as_json: bool) -> None:
 
 @dlq.command("replay")
 @click.argument("message_id", required=False)
-@click.option("--all", "every", is_flag=True, help="Replay every dead letter.")
+@click.option("--all", "every", is_flag=True, help="Replay every letter selected.")
+@_filters
+@click.option("--limit", type=click.IntRange(min=1), help="Replay at most N letters.")
+@click.option("--dry-run", is_flag=True, help="Change nothing; list what would go.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the workers' answers.",
+)
 @click.pass_context
-def replay(ctx: click.Context, message_id: str | None, *, every: bool) -> None:
-    """Republish a dead letter (or --all) to the ingress exchange, then remove it.
+def replay(
+    ctx: click.Context,
+    message_id: str | None,
+    *,
+    every: bool,
+    reason: str | None,
+    kind: str | None,
+    limit: int | None,
+    dry_run: bool,
+    timeout: float,
+) -> None:
+    """Republish dead letters to the ingress exchange, then remove them.
 
-    The original body, properties, type and routing key are kept (not reply_to); the
-    dead letter is acked only once the broker confirmed the republished message.
+    Give a MESSAGE_ID, or --all (narrowed by --reason, --kind and --limit). The
+    original body, properties, type and routing key are kept; a letter is acked only
+    once the broker confirmed its copy. Then each copy's fate is reported: answered
+    by a worker, dead-lettered again (with the new reason; exit 1), or no answer in
+    time (a run_step is never answered).
     """
     if every == (message_id is not None):
         raise click.UsageError("give a MESSAGE_ID or --all, not both or neither")
     where = target(ctx)
+    wanted = Selection(letter_id=message_id, reason=reason, kind=kind, limit=limit)
+    within = timedelta(seconds=timeout)
 
-    async def republish() -> Replayed:
-        async with operations.dead_letters(where) as queue:
-            return await queue.replay(message_id)
+    async def republish() -> list[ReplayOutcome]:
+        async with console.progress("waiting for the workers' answers"):
+            return await operations.replay_letters(
+                where, wanted, dry_run=dry_run, within=within
+            )
 
-    result = run(republish())
-    if message_id is not None and not result.replayed and not result.failed:
+    outcomes = run(republish())
+    if message_id is not None and not outcomes:
         raise CommandError(f"no dead letter '{message_id}' in {where.names.dead}")
-    click.echo(views.replayed_text(result))
-    if result.failed:
-        raise CommandError(f"{len(result.failed)} dead letter(s) not replayed")
+    click.echo(views.replayed_text(outcomes))
+    wrong = [one for one in outcomes if one.went_wrong]
+    if wrong:
+        raise CommandError(
+            f"{len(wrong)} of {len(outcomes)} letter(s) not replayed well"
+        )
 
 
 @dlq.command("purge")

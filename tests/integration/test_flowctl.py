@@ -290,7 +290,11 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged(
     again = await cli.json("dlq", "list", "--limit", "1")
     table = await cli.ok("dlq", "list")
     shown = await cli.ok("dlq", "show", "early-1")
+    shown_again = await cli.ok("dlq", "show", "early-1")
+    as_json = [await cli.json("dlq", "show", "early-1") for _ in range(2)]
     missing = await cli.fails("dlq", "show", "nope", code=1)
+    unknown = await cli.json("dlq", "list", "--reason", "UNKNOWN_REFERENCE")
+    dry = await cli.ok("dlq", "replay", "--all", "--kind", "trigger", "--dry-run")
 
     reasons = {item["letter_id"]: item["reason"] for item in listed["items"]}
     [anonymous] = [key for key, why in reasons.items() if why == "no_message_id"]
@@ -305,6 +309,14 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged(
     assert "reason       unknown_reference" in shown.stdout
     assert "routing key  trigger.hello" in shown.stdout
     assert '"name": "Eve"' in shown.stdout
+    # Looking changes nothing: the same letter, however often it is shown.
+    assert shown_again.stdout == shown.stdout
+    assert as_json[0] == as_json[1]
+    assert [item["letter_id"] for item in unknown["items"]] == ["early-1"]
+    assert unknown["total"] == 1
+    assert "would replay early-1 (trigger -> trigger.hello)" in dry.stdout
+    assert dry.stdout.splitlines()[-1] == "3 would replay"
+    assert (await cli.json("dlq", "list"))["items"] == listed["items"]
     assert (
         missing == f"flowctl: error: no dead letter 'nope' in {deployment.prefix}.dead"
     )
@@ -317,7 +329,7 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged(
     replayed = await cli.ok("dlq", "replay", "early-1")
     [run] = await deployment.finished(["early-1"], within=WAIT)
 
-    assert "replayed early-1 (trigger -> trigger.hello)" in replayed.stdout
+    assert "replayed early-1 (trigger -> trigger.hello): accepted" in replayed.stdout
     assert run["status"] == "Succeeded"
     left = await cli.json("dlq", "list")
     order = [item["letter_id"] for item in listed["items"]]
@@ -327,13 +339,18 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged(
 
     # The dead letter of the id-less trigger got an id from the client library, so
     # its replay starts a run; the broken one dies again, and is purged.
-    everything = await cli.ok("dlq", "replay", "--all")
+    everything = await cli("dlq", "replay", "--all")
     [rescued] = await deployment.finished([anonymous], within=WAIT)
     await _letters(cli, 1)
     kept = await cli.fails("dlq", "purge", code=1, stdin="n\n")
     purged = await cli.ok("dlq", "purge", "--yes")
 
-    assert "2 replayed, 0 failed" in everything.stdout
+    assert everything.exit_code == 1
+    assert everything.stderr == ("flowctl: error: 1 of 2 letter(s) not replayed well\n")
+    assert "dead-lettered again broken-1 (trigger -> trigger.hello): not_json" in (
+        everything.stdout
+    )
+    assert everything.stdout.splitlines()[-1] == "1 dead-lettered again, 1 replayed"
     assert rescued["status"] == "Succeeded"
     assert kept == "flowctl: error: aborted"
     assert purged.stdout.strip() == (
