@@ -6,7 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from contracts import Reply
-from service.adapters.amqp.deadletters import DeadLetter, Replayed, jsonable
+from service.adapters.amqp.answers import ReplayOutcome
+from service.adapters.amqp.deadletters import DeadLetter, jsonable
 from service.adapters.mongo.queries import RunDetail
 from service.engine.manifest import to_manifest
 from service.engine.model import (
@@ -302,14 +303,25 @@ def test_a_body_that_is_not_utf8_is_base64_in_json_and_hex_in_text():
     assert "(not UTF-8) ff fe" in letter_text(letter)
 
 
-def test_a_replay_lists_what_went_and_what_stayed():
-    text = plain(replayed_text(Replayed([LETTER], [(LETTER, "unroutable")])))
+def test_a_replay_says_what_became_of_each_letter():
+    outcomes = [
+        ReplayOutcome(LETTER, "replayed", "accepted: Run started. (run r-1)"),
+        ReplayOutcome(LETTER, "dead-lettered again", "not_json: body is not JSON"),
+        ReplayOutcome(LETTER, "not replayed", "unroutable"),
+        ReplayOutcome(LETTER, "replayed", "no answer within 10 s"),
+    ]
+
+    text = plain(replayed_text(outcomes))
 
     assert text.splitlines() == [
-        "replayed order-17 (trigger -> trigger.hello)",
-        "left order-17 in the queue: unroutable",
-        "1 replayed, 1 failed",
+        "replayed order-17 (trigger -> trigger.hello): accepted: Run started. (run r-1)",
+        "dead-lettered again order-17 (trigger -> trigger.hello): not_json: body is "
+        "not JSON",
+        "not replayed order-17 (trigger -> trigger.hello): unroutable",
+        "replayed order-17 (trigger -> trigger.hello): no answer within 10 s",
+        "2 replayed, 1 dead-lettered again, 1 not replayed",
     ]
+    assert replayed_text([]) == "no dead letters match"
 
 
 def test_amqp_header_values_become_json():
