@@ -33,7 +33,7 @@ from service.engine.manifest import from_manifest
 from service.engine.model import Flow, RunId, RunStatus
 from service.engine.records import FlowRecord, RunRecord
 from service.errors import UnavailableError, UnknownReferenceError
-from service.views import FlowView
+from service.flow_views import FlowView
 
 POLL_EVERY: Final = 0.5
 """Seconds between two reads of a run that is awaited."""

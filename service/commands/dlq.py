@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import click
 
-from service import console, operations, views
+from service import console, letter_views, operations
 from service.adapters.amqp.answers import ReplayOutcome
 from service.adapters.amqp.deadletters import DeadLetter, Selection
 from service.commands.common import CommandError, echo_json, run, target
@@ -48,9 +48,9 @@ def browse(
 
     letters, name = run(read())
     if as_json:
-        echo_json(views.letters_json(letters[:limit], len(letters), queue=name))
+        echo_json(letter_views.letters_json(letters[:limit], len(letters), queue=name))
     else:
-        click.echo(views.letters_text(letters[:limit], len(letters), queue=name))
+        click.echo(letter_views.letters_text(letters[:limit], len(letters), queue=name))
 
 
 @dlq.command("show")
@@ -69,9 +69,9 @@ def show(ctx: click.Context, message_id: str, *, as_json: bool) -> None:
     if not found:
         raise CommandError(f"no dead letter '{message_id}' in {where.names.dead}")
     if as_json:
-        echo_json(views.letter_json(found[0]))
+        echo_json(letter_views.letter_json(found[0]))
         return
-    click.echo(views.letter_text(found[0]))
+    click.echo(letter_views.letter_text(found[0]))
     if len(found) > 1:
         click.echo(console.dim(f"\n{len(found) - 1} more dead letter(s) with this id"))
 
@@ -125,7 +125,7 @@ def replay(
     outcomes = run(republish())
     if message_id is not None and not outcomes:
         raise CommandError(f"no dead letter '{message_id}' in {where.names.dead}")
-    click.echo(views.replayed_text(outcomes))
+    click.echo(letter_views.replayed_text(outcomes))
     wrong = [one for one in outcomes if one.went_wrong]
     if wrong:
         raise CommandError(

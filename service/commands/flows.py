@@ -15,7 +15,7 @@ from contracts.messages import (
     SetCronMessage,
     TriggerScheduleNowMessage,
 )
-from service import operations, views
+from service import flow_views, operations, views
 from service.commands.common import (
     CommandError,
     control,
@@ -29,10 +29,10 @@ from service.commands.common import (
 from service.mermaid import to_mermaid
 
 
-def _stored_flows(ctx: click.Context) -> list[views.FlowView]:
+def _stored_flows(ctx: click.Context) -> list[flow_views.FlowView]:
     where = target(ctx)
 
-    async def read() -> list[views.FlowView]:
+    async def read() -> list[flow_views.FlowView]:
         async with operations.database(where) as stores:
             return await operations.flow_views(stores)
 
@@ -51,9 +51,9 @@ def flows(ctx: click.Context, *, as_json: bool) -> None:
         return
     found = _stored_flows(ctx)
     if as_json:
-        echo_json(views.flows_json(found))
+        echo_json(flow_views.flows_json(found))
     else:
-        click.echo(views.flows_text(found, now=now()))
+        click.echo(flow_views.flows_text(found, now=now()))
 
 
 @flows.command("show")
@@ -65,7 +65,7 @@ def show(ctx: click.Context, flow: str, *, mermaid: bool, as_json: bool) -> None
     """Show one flow (an id or a name): steps, triggers, schedules."""
     where = target(ctx)
 
-    async def read() -> views.FlowView:
+    async def read() -> flow_views.FlowView:
         async with operations.database(where) as stores:
             return await operations.find_flow(
                 stores, flow, where=f"in database '{where.database}'"
@@ -73,9 +73,9 @@ def show(ctx: click.Context, flow: str, *, mermaid: bool, as_json: bool) -> None
 
     view = run(read())
     if as_json:
-        echo_json(views.flow_json(view))
+        echo_json(flow_views.flow_json(view))
     elif not mermaid:
-        click.echo(views.flow_text(view, now=now()))
+        click.echo(flow_views.flow_text(view, now=now()))
     elif view.flow is None:
         raise CommandError(f"the stored manifest of flow '{flow}' can't be read")
     else:
@@ -117,7 +117,7 @@ def schedules(ctx: click.Context, *, as_json: bool) -> None:
     elif not found:
         click.echo("no schedules")
     else:
-        click.echo(views.schedules_text(found, now=now()))
+        click.echo(flow_views.schedules_text(found, now=now()))
 
 
 def _schedule_command(

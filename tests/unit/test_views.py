@@ -31,16 +31,10 @@ from service.engine.records import (
     Schedule,
     StepRecord,
 )
+from service.flow_views import FlowView, flow_json, flow_text, flows_text
+from service.letter_views import letter_json, letter_text, letters_text, replayed_text
 from service.views import (
-    FlowView,
     dumps,
-    flow_json,
-    flow_text,
-    flows_text,
-    letter_json,
-    letter_text,
-    letters_text,
-    replayed_text,
     reply_text,
     run_json,
     run_text,
@@ -314,7 +308,8 @@ def test_a_replay_says_what_became_of_each_letter():
     text = plain(replayed_text(outcomes))
 
     assert text.splitlines() == [
-        "replayed order-17 (trigger -> trigger.hello): accepted: Run started. (run r-1)",
+        "replayed order-17 (trigger -> trigger.hello): accepted: Run started. "
+        "(run r-1)",
         "dead-lettered again order-17 (trigger -> trigger.hello): not_json: body is "
         "not JSON",
         "not replayed order-17 (trigger -> trigger.hello): unroutable",
