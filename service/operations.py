@@ -194,9 +194,11 @@ async def find_runs(
     text: str | None,
     skip: int,
     limit: int,
+    source: RunId | None = None,
 ) -> tuple[list[RunRecord], int]:
     flow_id = None if flow is None else await flow_id_of(stores, flow)
     return await stores.queries.find_runs(
+        source=source,
         flow=flow_id,
         status=status,
         since=since,

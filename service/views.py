@@ -7,14 +7,16 @@ Flows and schedules are drawn by `flow_views`, dead letters by `letter_views`.
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from contracts import Reply
 from service import console
 from service.adapters.mongo.queries import RunDetail
-from service.engine.records import Event, RunRecord, StepRecord
+from service.engine.model import StepStatus
+from service.engine.records import Event, RunRecord, StepRecord, Waiter
+from service.step_rows import NOT_STARTED, StepLine, error_line, step_lines
 
 RUN_COLUMNS: Final = ("RUN ID", "FLOW", "STATUS", "STARTED", "DURATION", "TRIGGER")
 SHORT: Final = 48
@@ -77,19 +79,25 @@ def runs_json(
     }
 
 
-def run_text(detail: RunDetail, *, now: datetime, events: int = 0) -> str:
-    """The run's header, its steps, attempts of steps tried more than once, events.
+def run_text(
+    detail: RunDetail, *, now: datetime, events: int = 0, iterations: bool = False
+) -> str:
+    """The run's header, steps in DAG order, attempts of retried steps, events.
 
-    `events` keeps the latest that many events (0: all).
+    `events` keeps the latest that many events (0: all); `iterations` lists every
+    ForEach iteration instead of one line per body step.
     """
-    parts = [_run_header(detail.run, now=now)]
-    steps = _steps_table(detail.steps, now=now) if detail.steps else "(none)"
+    parts = [_run_header(detail, now=now)]
+    lines = step_lines(detail.flow, detail.steps, detail.waiters, iterations=iterations)
+    steps = _steps_table(lines, now=now) if lines else "(none)"
     parts.append(section("Steps", steps))
     parts.extend(
-        section(f"Attempts of {step.key}", _attempts_table(step, now=now))
-        for step in detail.steps
-        if len(step.attempts) > 1
+        section(f"Attempts of {line.row.key}", _attempts_table(line.row, now=now))
+        for line in lines
+        if line.row is not None and len(line.row.attempts) > 1
     )
+    if detail.derived:
+        parts.append(section("Derived runs", _derived_table(detail, now=now)))
     shown = detail.events[-events:] if events > 0 else detail.events
     title = "Events"
     if len(shown) < len(detail.events):
@@ -107,10 +115,32 @@ def run_json(detail: RunDetail) -> dict[str, Any]:
         "run": record_json(detail.run),
         "steps": [record_json(step) for step in detail.steps],
         "events": [record_json(event) for event in detail.events],
+        "waits": [
+            {
+                "step_key": w.step_key,
+                "signal": w.signal,
+                "since": w.created_at,
+                "expires_at": w.expires_at,
+            }
+            for w in detail.waiters
+            if w.delivered_at is None
+        ],
+        "derived_runs": [_lineage_json(run) for run in detail.derived],
+        "derived_total": detail.derived_total,
     }
 
 
-def _run_header(run: RunRecord, *, now: datetime) -> str:
+def _lineage_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "started_at": run.started_at,
+        "completed_at": run.completed_at,
+    }
+
+
+def _run_header(detail: RunDetail, *, now: datetime) -> str:
+    run = detail.run
     pairs = [
         ("run", console.bold(run.run_id)),
         ("flow", f"{run.flow_name} ({run.flow_id})"),
@@ -120,7 +150,7 @@ def _run_header(run: RunRecord, *, now: datetime) -> str:
         ("idempotency", run.idempotency_key or ""),
         ("started", console.instant(run.started_at)),
         ("completed", console.instant(run.completed_at)),
-        ("duration", console.elapsed(run.started_at, run.completed_at, now=now)),
+        ("duration", run_duration(run, detail.events, now=now)),
     ]
     if run.deadline_at is not None:
         pairs.append(("deadline", console.instant(run.deadline_at)))
@@ -130,26 +160,116 @@ def _run_header(run: RunRecord, *, now: datetime) -> str:
         pairs.append(("cancelled", run.cancel_reason or "yes"))
     if run.source_run_id is not None:
         pairs.append(("source run", run.source_run_id))
+    if detail.derived_total:
+        newest = ", ".join(derived.run_id for derived in detail.derived[:3])
+        more = detail.derived_total - min(3, len(detail.derived))
+        pairs.append(("derived runs", newest + (f" and {more} more" if more else "")))
     return console.fields(pairs)
 
 
-def _steps_table(steps: Iterable[StepRecord], *, now: datetime) -> str:
+def run_duration(run: RunRecord, events: Sequence[Event], *, now: datetime) -> str:
+    """How long the run has been open.
+
+    A run reopened by a retry counts only the time it was open, and says over how long
+    a span.
+    """
+    spans: list[tuple[datetime, datetime | None]] = []
+    opened: datetime | None = run.started_at
+    for event in sorted(events, key=lambda e: e.at):
+        if event.type == "run.completed" and opened is not None:
+            spans.append((opened, event.at))
+            opened = None
+        elif event.type == "step.retried" and opened is None:
+            opened = event.at
+    if opened is not None:
+        spans.append((opened, None))
+    if len(spans) <= 1:
+        return console.elapsed(run.started_at, run.completed_at, now=now)
+    running = sum(((end or now) - start for start, end in spans), timedelta())
+    span = (run.completed_at or now) - run.started_at
+    ongoing = "+" if run.completed_at is None else ""
+    reopened = len(spans) - 1
+    return (
+        f"{console.seconds(running)}{ongoing} open, over {console.seconds(span)}"
+        f"{ongoing} (reopened {reopened} time{'s' if reopened > 1 else ''} by a retry)"
+    )
+
+
+def _steps_table(lines: Sequence[StepLine], *, now: datetime) -> str:
+    rows = [_step_cells(line, now=now) for line in lines]
+    headers = ["KEY", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "ERROR", "OUTPUT"]
+    return console.table(headers, rows, styles={2: _status_cell})
+
+
+def _step_cells(line: StepLine, *, now: datetime) -> list[str]:
+    if line.is_group:
+        counts = ", ".join(f"{n} {status}" for status, n in line.counts().items())
+        failed = [r.error for r in line.group if r.status is StepStatus.FAILED]
+        starts = [r.started_at for r in line.group if r.started_at is not None]
+        ends = [r.completed_at for r in line.group]
+        end = None if not ends or None in ends else max(e for e in ends if e)
+        return [
+            line.key,
+            line.type,
+            counts or NOT_STARTED,
+            str(sum(r.attempt for r in line.group)),
+            console.elapsed(min(starts), end, now=now) if starts else "",
+            console.shorten(error_line(failed[0] if failed else None), SHORT),
+            "",
+        ]
+    row = line.row
+    if row is None:
+        return [line.key, line.type, NOT_STARTED, "", "", "", ""]
+    return [
+        line.key,
+        line.type,
+        row.status,
+        str(row.attempt),
+        console.elapsed(row.started_at, row.completed_at, now=now),
+        console.shorten(error_line(row.error), SHORT),
+        _wait(line.waiter, now=now)
+        if line.waiter is not None and row.status is StepStatus.PENDING
+        else _output(row),
+    ]
+
+
+def _status_cell(text: str) -> str:
+    if text == NOT_STARTED:
+        return console.dim(text)
+    first = text.split(",")[0].split()
+    # A group's counts are coloured as their first status; a step's as itself.
+    return console.status(text, like=first[-1] if len(first) == 2 else None)
+
+
+def _wait(waiter: Waiter, *, now: datetime) -> str:
+    text = f"waits for signal '{waiter.signal}'"
+    if waiter.expires_at is None:
+        return text + " (no deadline)"
+    left = console.seconds(waiter.expires_at - now)
+    return f"{text} until {console.instant(waiter.expires_at)} (in {left})"
+
+
+def _output(row: StepRecord) -> str:
+    if row.output is None:
+        return ""
+    return console.shorten(_compact(row.output), SHORT)
+
+
+def _derived_table(detail: RunDetail, *, now: datetime) -> str:
     rows = [
         [
-            step.key,
-            step.type,
-            step.status,
-            str(step.attempt),
-            console.elapsed(step.started_at, step.completed_at, now=now),
-            console.shorten(step.error, SHORT),
-            ""
-            if step.output is None
-            else console.shorten(_compact(step.output), SHORT),
+            run.run_id,
+            run.status,
+            console.instant(run.started_at),
+            console.elapsed(run.started_at, run.completed_at, now=now),
         ]
-        for step in steps
+        for run in detail.derived
     ]
-    headers = ["KEY", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "ERROR", "OUTPUT"]
-    return console.table(headers, rows, styles={2: console.status})
+    body = console.table(["RUN ID", "STATUS", "STARTED", "DURATION"], rows)
+    if detail.derived_total > len(detail.derived):
+        more = f"newest {len(detail.derived)} of {detail.derived_total}: "
+        body += "\n" + console.dim(f"{more}flowctl runs --source {detail.run.run_id}")
+    return body
 
 
 def _attempts_table(step: StepRecord, *, now: datetime) -> str:
@@ -160,7 +280,7 @@ def _attempts_table(step: StepRecord, *, now: datetime) -> str:
             attempt.status,
             console.instant(attempt.started_at),
             console.elapsed(attempt.started_at, attempt.completed_at, now=now),
-            console.shorten(attempt.error, SHORT),
+            console.shorten(error_line(attempt.error), SHORT),
         ]
         for attempt in step.attempts
     ]

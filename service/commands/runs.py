@@ -50,6 +50,11 @@ def instant(
 @click.option(
     "--search", metavar="TEXT", help="Run id, job id or idempotency key starts so."
 )
+@click.option(
+    "--source",
+    metavar="RUN",
+    help="Runs re-run from this run (a run reference, as `flowctl run` takes).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--skip", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -62,6 +67,7 @@ def runs(
     since: datetime | None,
     until: datetime | None,
     search: str | None,
+    source: str | None,
     limit: int,
     skip: int,
     as_json: bool,
@@ -72,8 +78,15 @@ def runs(
 
     async def read() -> tuple[list[RunRecord], int]:
         async with operations.database(where) as stores:
+            origin = None
+            if source is not None:
+                found = await operations.find_run(
+                    stores, source, where=f"in database '{where.database}'"
+                )
+                origin = found.run.run_id
             return await operations.find_runs(
                 stores,
+                source=origin,
                 flow=flow,
                 status=wanted,
                 since=since,
@@ -104,13 +117,19 @@ def _spelt(text: str) -> str:
     show_default=True,
     help="Show the latest N events (0: all).",
 )
+@click.option(
+    "--iterations", is_flag=True, help="List every ForEach iteration's steps."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (all of it).")
 @click.pass_context
-def show_run(ctx: click.Context, run_id: str, *, events: int, as_json: bool) -> None:
-    """Show one run: its header, steps, attempts and events.
+def show_run(
+    ctx: click.Context, run_id: str, *, events: int, iterations: bool, as_json: bool
+) -> None:
+    """Show one run: header, lineage, steps in DAG order, attempts and events.
 
     RUN_ID may also be the start of a run id, a job id or an idempotency key that
-    only one run has.
+    only one run has. ForEach iterations are one line per body step, with counts
+    by status, unless --iterations lists them all.
     """
     where = target(ctx)
 
@@ -124,4 +143,6 @@ def show_run(ctx: click.Context, run_id: str, *, events: int, as_json: bool) -> 
     if as_json:
         echo_json(views.run_json(detail))
     else:
-        click.echo(views.run_text(detail, now=now(), events=events))
+        click.echo(
+            views.run_text(detail, now=now(), events=events, iterations=iterations)
+        )

@@ -211,6 +211,14 @@ async def test_cancel_signal_and_rerun_of_waiting_runs(cli: Flowctl):
     copy = await cli.json("run", rerun["run_id"])
     assert copy["run"]["source_run_id"] == second["run_id"]
     assert copy["run"]["body"] == {"approver": "ops"}
+    # Lineage both ways: the source lists the runs derived from it.
+    origin = await cli.json("run", second["run_id"])
+    origin_text = await cli.ok("run", second["run_id"])
+    derived = await cli.json("runs", "--source", second["run_id"][:13])
+    assert [d["run_id"] for d in origin["derived_runs"]] == [rerun["run_id"]]
+    assert f"derived runs  {rerun['run_id']}" in origin_text.stdout
+    assert [run["run_id"] for run in derived["items"]] == [rerun["run_id"]]
+    assert (await cli.json("runs", "--source", first["run_id"]))["total"] == 0
 
 
 async def test_flows_can_be_switched_and_schedules_paused_resumed_and_retimed(
