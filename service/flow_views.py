@@ -13,6 +13,7 @@ from service.engine.model import Flow, RunAfter, Step, StepStatus
 from service.engine.records import FlowRecord, Schedule
 from service.views import record_json, section
 
+PAUSED: Final = "paused"
 _STATUS_ORDER: Final = {status: i for i, status in enumerate(StepStatus)}
 
 
@@ -60,13 +61,13 @@ def schedules_text(
             schedule.trigger_key,
             schedule.cron,
             schedule.cron_override or "",
-            "yes" if schedule.paused else "no",
+            PAUSED if schedule.paused else "active",
             _next_fire(schedule, now=now),
         ]
         for view, schedule in schedules
     ]
-    headers = ["FLOW", "TRIGGER", "CRON", "OVERRIDE", "PAUSED", "NEXT FIRE (UTC)"]
-    return console.table(headers, rows, styles={4: _paused})
+    headers = ["FLOW", "TRIGGER", "CRON", "OVERRIDE", "STATE", "NEXT FIRE (UTC)"]
+    return console.table(headers, rows, styles={4: _paused, 5: _paused})
 
 
 def flows_json(views: Sequence[FlowView]) -> list[dict[str, Any]]:
@@ -124,8 +125,9 @@ def flow_text(view: FlowView, *, now: datetime) -> str:
 def _triggers(view: FlowView) -> str:
     if view.flow is None:
         return "?"
+    paused = {s.trigger_key for s in view.schedules if s.paused}
     return ", ".join(
-        f"{key} ({trigger.type.value.lower()})"
+        f"{key} ({trigger.type.value.lower()}{', paused' if key in paused else ''})"
         for key, trigger in view.flow.triggers.items()
     )
 
@@ -146,6 +148,8 @@ def _condition(condition: RunAfter) -> str:
 
 
 def _next_fire(schedule: Schedule, *, now: datetime) -> str:
+    if schedule.paused:
+        return PAUSED
     if schedule.next_fire_at is None:
         return ""
     until = console.seconds(schedule.next_fire_at - now)
@@ -157,4 +161,4 @@ def _enabled(text: str) -> str:
 
 
 def _paused(text: str) -> str:
-    return console.status(text, like="pending") if text == "yes" else text
+    return console.status(text, like="pending") if text == PAUSED else text

@@ -113,19 +113,51 @@ async def dead_letters(target: Target) -> AsyncIterator[DeadLetterQueue]:
         yield queue
 
 
-async def find_run(stores: MongoStores, ref: str, *, where: str) -> RunDetail:
-    """The run with id `ref`, else the one run whose id, job id or key starts so."""
-    detail = await stores.queries.run_detail(RunId(ref))
-    if detail is not None:
-        return detail
-    found, total = await stores.queries.find_runs(text=ref, limit=2)
+async def resolve_run(stores: MongoStores, ref: str, *, where: str) -> RunRecord:
+    """The run `ref` names.
+
+    Its id, else the one run whose id, job id or idempotency key starts so.
+
+    Raises:
+        NotFoundError: no run, or more than one, matches.
+    """
+    found = await stores.queries.run(RunId(ref))
+    if found is not None:
+        return found
+    matches, total = await stores.queries.find_runs(text=ref, limit=2)
     if total == 1:
-        detail = await stores.queries.run_detail(found[0].run_id)
-        if detail is not None:
-            return detail
+        return matches[0]
     if total > 1:
         raise NotFoundError("single run", ref, where=f"{where}: {total} runs match")
     raise NotFoundError("run", ref, where=where)
+
+
+async def find_run(stores: MongoStores, ref: str, *, where: str) -> RunDetail:
+    """The run `ref` names (as `resolve_run`), in full."""
+    run = await resolve_run(stores, ref, where=where)
+    detail = await stores.queries.run_detail(run.run_id)
+    if detail is None:  # deleted in between, by retention
+        raise NotFoundError("run", ref, where=where)
+    return detail
+
+
+async def resolve_flow(
+    stores: MongoStores, ref: str, *, where: str, trigger_key: str | None = None
+) -> FlowView:
+    """The stored flow `ref` names (an id or a name) and, if given, its trigger.
+
+    Raises:
+        NotFoundError: no such flow, or the flow has no trigger `trigger_key`.
+    """
+    view = await find_flow(stores, ref, where=where)
+    if trigger_key is None or view.flow is None or trigger_key in view.flow.triggers:
+        return view
+    known = ", ".join(view.flow.triggers) or "none"
+    raise NotFoundError(
+        "trigger",
+        trigger_key,
+        where=f"on flow '{view.record.name}' (its triggers: {known})",
+    )
 
 
 async def wait_for_run(

@@ -21,6 +21,7 @@ from contracts import Reply
 from service import console, operations, views
 from service.adapters.amqp.topology import control_routing_key
 from service.adapters.clock import SystemClock
+from service.flow_views import FlowView
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -78,6 +79,43 @@ def target(ctx: click.Context) -> operations.Target:
         database=settings.mongodb_database,
         mongodb_timeout=settings.mongodb_timeout,
     )
+
+
+def resolve_run(ctx: click.Context, ref: str) -> str:
+    """The id of the run `ref` names, as `flowctl run` reads it.
+
+    An id, its start, a job id or an idempotency key; else a `NotFoundError` (exit 1)
+    before anything is published, so an operator's typo never reaches a worker or the
+    dead-letter queue.
+    """
+    where = target(ctx)
+
+    async def look() -> str:
+        async with operations.database(where) as stores:
+            found = await operations.resolve_run(
+                stores, ref, where=f"in database '{where.database}'"
+            )
+            return found.run_id
+
+    return run(look())
+
+
+def resolve_flow(
+    ctx: click.Context, ref: str, *, trigger_key: str | None = None
+) -> FlowView:
+    """The stored flow `ref` names (and its trigger), checked like `resolve_run`."""
+    where = target(ctx)
+
+    async def look() -> FlowView:
+        async with operations.database(where) as stores:
+            return await operations.resolve_flow(
+                stores,
+                ref,
+                where=f"in database '{where.database}'",
+                trigger_key=trigger_key,
+            )
+
+    return run(look())
 
 
 def run(work: Coroutine[Any, Any, T]) -> T:

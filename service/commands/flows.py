@@ -23,6 +23,7 @@ from service.commands.common import (
     message,
     now,
     reply_options,
+    resolve_flow,
     run,
     target,
 )
@@ -88,6 +89,7 @@ def show(ctx: click.Context, flow: str, *, mermaid: bool, as_json: bool) -> None
 @click.pass_context
 def enable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> None:
     """Enable FLOW: its triggers start runs again."""
+    resolve_flow(ctx, flow)
     request = message(EnableFlowMessage, flow=flow)
     control(ctx, "enable_flow", request, timeout=timeout, as_json=as_json)
 
@@ -98,6 +100,7 @@ def enable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> N
 @click.pass_context
 def disable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> None:
     """Disable FLOW: its triggers and schedules start no run."""
+    resolve_flow(ctx, flow)
     request = message(DisableFlowMessage, flow=flow)
     control(ctx, "disable_flow", request, timeout=timeout, as_json=as_json)
 
@@ -120,23 +123,58 @@ def schedules(ctx: click.Context, *, as_json: bool) -> None:
         click.echo(flow_views.schedules_text(found, now=now()))
 
 
+def cron_trigger(ctx: click.Context, flow: str, trigger_key: str | None) -> str:
+    """The cron trigger of FLOW that a schedules command names, or the only one.
+
+    Raises:
+        click.UsageError: no key given and the flow has several cron triggers.
+        CommandError: the flow has no cron trigger, or not this one.
+    """
+    view = resolve_flow(ctx, flow)
+    name = view.record.name
+    crons = [s.trigger_key for s in view.schedules]
+    if trigger_key is None:
+        if len(crons) == 1:
+            return crons[0]
+        if not crons:
+            raise CommandError(f"flow '{name}' has no cron trigger")
+        listed = ", ".join(crons)
+        raise click.UsageError(
+            f"flow '{name}' has {len(crons)} cron triggers ({listed}): name one"
+        )
+    if trigger_key not in crons:
+        known = ", ".join(crons) or "none"
+        raise CommandError(
+            f"flow '{name}' has no cron trigger '{trigger_key}' (its cron triggers: "
+            f"{known})"
+        )
+    return trigger_key
+
+
 def _schedule_command(
     name: str, kind: str, model: type[BaseModel], summary: str
 ) -> click.Command:
-    @schedules.command(name, help=f"{summary} (FLOW: an id or a name).")
+    @schedules.command(
+        name,
+        help=(
+            f"{summary}. FLOW is an id or a name; TRIGGER_KEY may be left out when "
+            "the flow has one cron trigger."
+        ),
+    )
     @click.argument("flow")
-    @click.argument("trigger_key")
+    @click.argument("trigger_key", required=False)
     @reply_options
     @click.pass_context
     def command(
         ctx: click.Context,
         flow: str,
-        trigger_key: str,
+        trigger_key: str | None,
         *,
         timeout: float,
         as_json: bool,
     ) -> None:
-        request = message(model, flow=flow, trigger_key=trigger_key)
+        key = cron_trigger(ctx, flow, trigger_key)
+        request = message(model, flow=flow, trigger_key=key)
         control(ctx, kind, request, timeout=timeout, as_json=as_json)
 
     return command
@@ -158,7 +196,7 @@ fire = _schedule_command(
 
 @schedules.command("set-cron")
 @click.argument("flow")
-@click.argument("trigger_key")
+@click.argument("trigger_key", required=False)
 @click.argument("cron", required=False)
 @click.option("--clear", is_flag=True, help="Drop the override: the flow's cron again.")
 @reply_options
@@ -166,15 +204,22 @@ fire = _schedule_command(
 def set_cron(
     ctx: click.Context,
     flow: str,
-    trigger_key: str,
+    trigger_key: str | None,
     cron: str | None,
     *,
     clear: bool,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Override the cron of a trigger with CRON, or --clear the override."""
+    """Override the cron of a trigger with CRON, or --clear the override.
+
+    TRIGGER_KEY may be left out when the flow has one cron trigger
+    (`flowctl schedules set-cron nightly "0 3 * * *"`).
+    """
+    if cron is None and not clear and trigger_key is not None:
+        trigger_key, cron = None, trigger_key  # FLOW CRON: the only cron trigger
     if clear == (cron is not None):
         raise click.UsageError("give a CRON expression or --clear, not both or neither")
-    request = message(SetCronMessage, flow=flow, trigger_key=trigger_key, cron=cron)
+    key = cron_trigger(ctx, flow, trigger_key)
+    request = message(SetCronMessage, flow=flow, trigger_key=key, cron=cron)
     control(ctx, "set_cron", request, timeout=timeout, as_json=as_json)

@@ -1,8 +1,10 @@
 """The write commands on runs: trigger, retry, cancel, signal, rerun.
 
-Each publishes one control message (`trigger`, `retry_step`, `cancel_run`, `signal`,
-`rerun`) and prints the worker's reply; `--wait` then follows the run in MongoDB until
-it is final and shows it like `flowctl run`.
+Each first resolves what it names in MongoDB (the run, as `flowctl run` reads a
+reference; the flow and its trigger), so an unknown one is answered here (exit 1) and
+never published. Then it publishes one control message (`trigger`, `retry_step`,
+`cancel_run`, `signal`, `rerun`) and prints the worker's reply; `--wait` then follows
+the run in MongoDB until it is final and shows it like `flowctl run`.
 """
 
 from datetime import timedelta
@@ -29,6 +31,8 @@ from service.commands.common import (
     message,
     now,
     reply_options,
+    resolve_flow,
+    resolve_run,
     run,
     target,
 )
@@ -111,6 +115,7 @@ def trigger(
         value = json_value(body, what="--body")
     elif body_file is not None:
         value = json_value(body_file.read(), what="--body-file")
+    resolve_flow(ctx, flow, trigger_key=trigger_key)
     request = message(
         TriggerMessage,
         flow=flow,
@@ -139,8 +144,10 @@ def trigger(
 def retry(
     ctx: click.Context, run_id: str, step_key: str, *, timeout: float, as_json: bool
 ) -> None:
-    """Retry the Failed step STEP_KEY of a run."""
-    request = message(RetryStepMessage, run_id=run_id, step_key=step_key)
+    """Retry the Failed step STEP_KEY of a run (RUN_ID: as `flowctl run` takes it)."""
+    request = message(
+        RetryStepMessage, run_id=resolve_run(ctx, run_id), step_key=step_key
+    )
     control(ctx, "retry_step", request, timeout=timeout, as_json=as_json)
 
 
@@ -157,8 +164,12 @@ def cancel(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Cancel a Running run (parked steps stop at once)."""
-    request = message(CancelRunMessage, run_id=run_id, reason=reason)
+    """Cancel a Running run (parked steps stop at once).
+
+    RUN_ID may be a run id, its start, a job id or an idempotency key, as for
+    `flowctl run`.
+    """
+    request = message(CancelRunMessage, run_id=resolve_run(ctx, run_id), reason=reason)
     control(ctx, "cancel_run", request, timeout=timeout, as_json=as_json)
 
 
@@ -177,9 +188,11 @@ def signal(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Deliver the signal NAME to a run waiting for it."""
+    """Deliver the signal NAME to a run waiting for it (RUN_ID: as `flowctl run`)."""
     value = None if payload is None else json_value(payload, what="--payload")
-    request = message(SignalMessage, run_id=run_id, signal=name, payload=value)
+    request = message(
+        SignalMessage, run_id=resolve_run(ctx, run_id), signal=name, payload=value
+    )
     control(ctx, "signal", request, timeout=timeout, as_json=as_json)
 
 
@@ -197,8 +210,11 @@ def rerun(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Start a new run with the trigger (body, headers) of RUN_ID."""
-    request = message(RerunMessage, run_id=run_id)
+    """Start a new run with the trigger (body, headers) of RUN_ID.
+
+    RUN_ID may be a run id, its start, a job id or an idempotency key.
+    """
+    request = message(RerunMessage, run_id=resolve_run(ctx, run_id))
     reply = control(
         ctx, "rerun", request, timeout=timeout, as_json=as_json and not wait
     )

@@ -233,16 +233,30 @@ async def test_flows_can_be_switched_and_schedules_paused_resumed_and_retimed(
     assert refused == "flowctl: disabled: The flow is disabled: no run started."
     assert started["status"] == "accepted"
 
-    await cli.ok("schedules", "pause", "nightly", "nightly")
+    # The flow has one cron trigger: it need not be named.
+    said = await cli.ok("schedules", "pause", "nightly")
     paused = await _nightly_schedule(cli)
+    listed = await cli.ok("schedules")
     await cli.ok("schedules", "resume", "nightly", "nightly")
     resumed = await _nightly_schedule(cli)
-    await cli.ok("schedules", "set-cron", "nightly", "nightly", "*/10 * * * *")
+    await cli.ok("schedules", "set-cron", "nightly", "*/10 * * * *")
     retimed = await _nightly_schedule(cli)
     bad = await cli.fails("schedules", "set-cron", "nightly", "nightly", "x", code=1)
-    await cli.ok("schedules", "set-cron", "nightly", "nightly", "--clear")
+    await cli.ok("schedules", "set-cron", "nightly", "--clear")
     cleared = await _nightly_schedule(cli)
-    fired = await cli.json("schedules", "trigger", "nightly", "nightly")
+    fired = await cli.json("schedules", "trigger", "nightly")
+    no_cron = await cli.fails("schedules", "pause", "hello", code=1)
+    not_cron = await cli.fails("schedules", "pause", "nightly", "manual", code=1)
+
+    assert "Schedule 'nightly' of flow 'nightly' paused." in said.stdout
+    assert "flow-" not in said.stdout  # no internal job id
+    assert ["trigger", "nightly"] in [line.split() for line in said.stdout.splitlines()]
+    assert listed.stdout.splitlines()[1].split()[-2:] == ["paused", "paused"]
+    assert no_cron == "flowctl: error: flow 'hello' has no cron trigger"
+    assert not_cron == (
+        "flowctl: error: flow 'nightly' has no cron trigger 'manual' (its cron "
+        "triggers: nightly)"
+    )
 
     assert (paused["paused"], paused["next_fire_at"]) == (True, None)
     assert resumed["paused"] is False
@@ -254,6 +268,44 @@ async def test_flows_can_be_switched_and_schedules_paused_resumed_and_retimed(
     listing = await cli.ok("flows")
     assert "nightly (cron), manual (manual)" in listing.stdout
     assert "Schedules" in listing.stdout
+
+
+async def test_write_commands_resolve_their_run_or_flow_before_publishing(
+    cli: Flowctl,
+):
+    started = await cli.json(
+        "trigger", "approval", "--idempotency-key", "Approve-7", "--body", "{}"
+    )
+    await waiting_for_approval(cli.deployment, started["run_id"])
+
+    unknown = [
+        await cli.fails(*arguments, code=1)
+        for arguments in (
+            ["retry", "no-such-run", "charge"],
+            ["cancel", "no-such-run"],
+            ["signal", "no-such-run", "approval"],
+            ["rerun", "no-such-run"],
+            ["trigger", "no-such-flow"],
+            ["trigger", "hello", "--trigger-key", "nightly"],
+            ["flows", "disable", "no-such-flow"],
+        )
+    ]
+    # The idempotency key is a run reference, as for `flowctl run`.
+    by_key = await cli.json("signal", "approve-7", "approval")
+    await run_status(cli.deployment, started["run_id"], "Succeeded")
+    by_key_again = await cli.json("rerun", "approve-7")
+
+    database = f"in database '{cli.deployment.database}'"
+    assert unknown[:4] == [f"flowctl: error: no run 'no-such-run' {database}"] * 4
+    assert unknown[4] == f"flowctl: error: no flow 'no-such-flow' {database}"
+    assert unknown[5] == (
+        "flowctl: error: no trigger 'nightly' on flow 'hello' (its triggers: manual)"
+    )
+    assert unknown[6] == f"flowctl: error: no flow 'no-such-flow' {database}"
+    assert (by_key["status"], by_key["run_id"]) == ("delivered", started["run_id"])
+    assert by_key_again["status"] == "accepted"
+    # Nothing of the operator's typos reached a worker's dead-letter queue.
+    assert (await cli.json("dlq", "list"))["total"] == 0
 
 
 async def _nightly_schedule(cli: Flowctl) -> dict[str, Any]:
@@ -383,12 +435,14 @@ ERRORS = [
     (["signal", "r", "s", "--payload", "[1,"], 2, "not valid JSON"),
     (["trigger"], 2, "Missing argument 'FLOW'"),
     (["runs", "--since", "yesterday"], 2, "neither ISO 8601 nor an age"),
-    (["--prefix", "nobody", "cancel", "r"], 1, "no exchange 'nobody.ingress'"),
+    (["--prefix", "nobody", "dlq", "list"], 1, "no queue 'nobody.dead'"),
     (
-        ["--amqp-url", "amqp://guest:secret@127.0.0.1:1/", "retry", "r", "s"],
+        ["--amqp-url", "amqp://guest:secret@127.0.0.1:1/", "dlq", "show", "x"],
         3,
         "RabbitMQ at amqp://guest:***@127.0.0.1:1/ is unreachable",
     ),
+    (["cancel", "r"], 1, "no run 'r' in database"),
+    (["trigger", "nope"], 1, "no flow 'nope' in database"),
     (
         ["--amqp-url", "amqp://guest:guest@127.0.0.1:1/", "dlq", "list"],
         3,
@@ -420,6 +474,8 @@ ERRORS = [
         "no-topology",
         "broker-unreachable",
         "broker-unreachable-dlq",
+        "unknown-run-to-cancel",
+        "unknown-flow-to-trigger",
         "mongodb-unreachable",
     ],
 )
@@ -470,8 +526,8 @@ def test_the_installed_command_prints_only_its_one_line_when_the_broker_is_down(
             "amqp://guest:guest@127.0.0.1:1/",
             "--prefix",
             f"t{uuid4().hex[:8]}",
-            "trigger",
-            "hello",
+            "dlq",
+            "list",
         ],
         cwd=REPO,
         capture_output=True,

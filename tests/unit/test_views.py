@@ -31,7 +31,13 @@ from service.engine.records import (
     Schedule,
     StepRecord,
 )
-from service.flow_views import FlowView, flow_json, flow_text, flows_text
+from service.flow_views import (
+    FlowView,
+    flow_json,
+    flow_text,
+    flows_text,
+    schedules_text,
+)
 from service.letter_views import letter_json, letter_text, letters_text, replayed_text
 from service.views import (
     dumps,
@@ -327,3 +333,17 @@ def test_amqp_header_values_become_json():
         "b": ["2026-05-17T10:00:00+00:00", 1, 2.5, None, True],
         "c": {"d": [1, 2]},
     }
+
+
+def test_a_paused_schedule_shows_paused():
+    paused = replace(SCHEDULE, paused=True, next_fire_at=None)
+    view = replace(VIEW, schedules=[paused])
+
+    table = plain(schedules_text([(view, paused)], now=T0))
+    listing = plain(flows_text([view], now=T0))
+
+    assert table.splitlines()[0].split()[4] == "STATE"
+    assert table.splitlines()[1].split()[-2:] == ["paused", "paused"]
+    assert "nightly (cron, paused), manual (manual)" in listing
+    active = plain(schedules_text([(VIEW, SCHEDULE)], now=T0))
+    assert "active" in active.splitlines()[1].split()

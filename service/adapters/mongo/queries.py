@@ -96,6 +96,11 @@ class RunQueries:
         )
         return [run_record(doc) async for doc in cursor], total
 
+    async def run(self, run_id: RunId) -> RunRecord | None:
+        """The run record alone; None if absent."""
+        found = await self._runs.find_one({"_id": run_id})
+        return None if found is None else run_record(found)
+
     async def run_detail(self, run_id: RunId) -> RunDetail | None:
         """The run, its step rows in dispatch order and its events; None if absent."""
         found = await self._runs.find_one({"_id": run_id})
