@@ -54,6 +54,7 @@ class OneLineErrors(click.Command):
     ) -> Any:
         """Run the command; exit (or, if not `standalone_mode`, return) its code."""
         label = prog_name or self.name or "flowctl"
+        console.ColourChoice.chosen = None  # until the options say otherwise
         try:
             result = super().main(
                 args, prog_name, complete_var, standalone_mode=False, **extra
@@ -113,7 +114,8 @@ def report(exc: BaseException, *, label: str = "flowctl") -> int:
     if isinstance(exc, RefusedReplyError):
         kind = console.status(f"{exc.reply.status}:", like=exc.reply.status)
         text = exc.reply.message
-    click.echo(f"{prefix} {kind} {' '.join(text.split())}", err=True)
+    line = f"{prefix} {kind} {' '.join(text.split())}"
+    click.echo(line, err=True, color=console.ColourChoice.allows())
     return code
 
 
@@ -187,6 +189,7 @@ def flowctl(
         ctx.color = color
     elif no_color_env:
         ctx.color = False
+    console.ColourChoice.chosen = ctx.color
 
 
 @flowctl.command(

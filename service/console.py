@@ -8,6 +8,7 @@ output is not a terminal (or the context says no colour).
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -39,6 +40,22 @@ _STATUS_COLOURS: Final[Mapping[str, tuple[str, bool]]] = {
     "error": ("red", True),
 }
 _SPINNER: Final = "|/-\\"
+
+
+class ColourChoice:
+    """The colour choice of this command line (`--color`/`--no-color`, NO_COLOR).
+
+    Kept here because an error is reported after click's context is gone.
+    """
+
+    chosen: bool | None = None
+
+    @classmethod
+    def allows(cls) -> bool | None:
+        """False when colour was turned off; None lets each stream decide."""
+        if cls.chosen is not None:
+            return cls.chosen
+        return False if os.environ.get("NO_COLOR") else None
 
 
 def status(text: str, *, like: str | None = None) -> str:
@@ -206,7 +223,8 @@ async def progress(
     """
     target = stream or sys.stderr
     meter = Progress(label, target)
-    if not target.isatty():
+    # Redrawing a line takes ANSI control codes: none without a terminal or colour.
+    if not target.isatty() or ColourChoice.allows() is False:
         yield meter
         return
     stop = asyncio.Event()

@@ -197,8 +197,9 @@ def control(
     timeout: float,
     as_json: bool,
     routing_key: str | None = None,
+    echo: bool = True,
 ) -> Reply:
-    """Publish a control request and print the reply.
+    """Publish a control request and print the reply (`echo=False`: only a refusal).
 
     Raises:
         RefusedReplyError: the reply is not ok (after printing it with `as_json`).
@@ -216,9 +217,9 @@ def control(
             )
 
     reply = run(ask())
-    if as_json:
+    if as_json and (echo or not reply.ok):
         echo_json(reply.model_dump(mode="json"))
-    elif reply.ok:
+    elif reply.ok and echo:
         click.echo(views.reply_text(reply))
     if not reply.ok:
         raise RefusedReplyError(reply)

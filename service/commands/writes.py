@@ -129,8 +129,9 @@ def trigger(
         "trigger",
         request,
         timeout=timeout,
-        as_json=as_json and not wait,
+        as_json=as_json,
         routing_key=trigger_routing_key(flow),
+        echo=not (wait and as_json),  # one JSON document: the reply and the run
     )
     if wait:
         _follow(ctx, reply, within=wait_timeout, as_json=as_json)
@@ -216,7 +217,12 @@ def rerun(
     """
     request = message(RerunMessage, run_id=resolve_run(ctx, run_id))
     reply = control(
-        ctx, "rerun", request, timeout=timeout, as_json=as_json and not wait
+        ctx,
+        "rerun",
+        request,
+        timeout=timeout,
+        as_json=as_json,
+        echo=not (wait and as_json),  # one JSON document: the reply and the run
     )
     if wait:
         _follow(ctx, reply, within=wait_timeout, as_json=as_json)
@@ -246,7 +252,7 @@ def _follow(ctx: click.Context, reply: Reply, *, within: float, as_json: bool) -
 
     detail = run(follow())
     if as_json:
-        echo_json(views.run_json(detail))
+        echo_json({"reply": reply.model_dump(mode="json"), **views.run_json(detail)})
     else:
         click.echo()
         click.echo(views.run_text(detail, now=now(), events=SHOWN_EVENTS))

@@ -8,6 +8,9 @@ each command runs its own event loop), reading MongoDB directly only to wait.
 import asyncio
 import gc
 import json
+import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -542,3 +545,70 @@ def test_the_installed_command_prints_only_its_one_line_when_the_broker_is_down(
         "flowctl: error: RabbitMQ at amqp://guest:***@127.0.0.1:1/ is unreachable: "
         "AMQPConnectionError: [Errno 111] Connect call failed ('127.0.0.1', 1)"
     ]
+
+
+ANSI = re.compile(rb"\x1b\[")
+
+
+async def test_json_with_wait_is_one_document_and_pipes_get_no_ansi(cli: Flowctl):
+    waited = await cli.ok("trigger", "hello", "--wait", "--json", "--body", "{}")
+    document = json.loads(waited.stdout)  # one document, nothing before or after
+    run_id = document["run"]["run_id"]
+
+    assert document["reply"]["status"] == "accepted"
+    assert document["reply"]["run_id"] == run_id
+    assert [step["status"] for step in document["steps"]] == ["Succeeded"] * 3
+    for arguments in (
+        ["run", run_id],
+        ["runs"],
+        ["flows"],
+        ["schedules"],
+        ["dlq", "list"],
+        ["run", "no-such-run"],
+    ):
+        piped = await asyncio.to_thread(_flowctl, cli, arguments, terminal=False)
+        assert not ANSI.search(piped), (arguments, piped)
+        on_terminal = await asyncio.to_thread(
+            _flowctl, cli, ["--no-color", *arguments], terminal=True
+        )
+        assert not ANSI.search(on_terminal), (arguments, on_terminal)
+        assert on_terminal.strip(), arguments
+    coloured = await asyncio.to_thread(_flowctl, cli, ["run", run_id], terminal=True)
+    assert ANSI.search(coloured)  # on a terminal, colour stays the default
+
+
+def _flowctl(cli: Flowctl, arguments: list[str], *, terminal: bool) -> bytes:
+    """Everything a real `flowctl` process writes, on pipes or on a terminal."""
+    command = [
+        sys.executable,
+        "-c",
+        "from service.cli import main; main()",
+        *cli.options,
+        *arguments,
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+    env["TERM"] = "xterm"
+    if not terminal:
+        done = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, timeout=60, check=False
+        )
+        return done.stdout + done.stderr
+    main, child = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdin=child, stdout=child, stderr=child
+        )
+        os.close(child)
+        output = bytearray()
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        process.wait(timeout=60)
+        return bytes(output)
+    finally:
+        os.close(main)
