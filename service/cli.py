@@ -8,18 +8,15 @@ is one line on stderr and an exit code: 1 refused, failed or not found; 2 bad us
 settings; 3 RabbitMQ or MongoDB unreachable, or no answer in time.
 """
 
-import asyncio
 import contextlib
 import errno
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-from pydantic import ValidationError
 
-from contracts import schema as contract_schema
 from service import console
 from service.commands import dlq, flows, runs, writes
 from service.commands.common import (
@@ -37,8 +34,24 @@ from service.errors import (
     UnavailableError,
 )
 
-KNOWN = (click.ClickException, FlowError, ValidationError)
-"""Errors reported as one line; anything else is a bug, reported as one line too."""
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+def is_known(exc: BaseException) -> bool:
+    """Whether `exc` is reported as itself; anything else is a bug (one line too)."""
+    return isinstance(exc, click.ClickException | FlowError) or is_invalid(exc)
+
+
+def is_invalid(exc: BaseException) -> bool:
+    """Whether `exc` is pydantic's ValidationError (bad settings or arguments).
+
+    Read off `sys.modules`: pydantic raises it only once imported, and importing it
+    here would cost every command, `--help` included, a tenth of a second.
+    """
+    core = sys.modules.get("pydantic_core")
+    invalid = getattr(core, "ValidationError", None)
+    return isinstance(invalid, type) and isinstance(exc, invalid)
 
 
 class OneLineErrors(click.Command):
@@ -62,13 +75,15 @@ class OneLineErrors(click.Command):
             code = result if isinstance(result, int) else 0
         except click.Abort:
             code = report(click.ClickException("aborted"), label=label)
-        except KNOWN as exc:
-            code = report(exc, label=label)
         except OSError as exc:
             if exc.errno != errno.EPIPE:
                 raise
             _silence_stdout()  # the reader went away (`flowctl runs | head`)
             code = EXIT_FAILED
+        except Exception as exc:
+            if not is_known(exc):
+                raise
+            code = report(exc, label=label)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -76,14 +91,16 @@ class OneLineErrors(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (*KNOWN, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        except (click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except Exception as exc:
+            if is_known(exc):
+                raise
             overrides = ctx.find_object(Overrides)
             if overrides is not None and overrides.traceback:
                 raise
             cause = innermost(exc)
-            if isinstance(cause, KNOWN):
+            if is_known(cause):
                 raise cause from None  # a TaskGroup's wrapping hides a known error
             text = (
                 f"internal error: {type(cause).__name__}: {cause} (--traceback: where)"
@@ -120,6 +137,10 @@ def report(exc: BaseException, *, label: str = "flowctl") -> int:
 
 
 def _describe(exc: BaseException) -> tuple[int, str]:
+    if is_invalid(exc):
+        names = getattr(exc, "title", "") == "Settings"  # the env spells them so
+        problems = validation_summary(cast("ValidationError", exc), env=names)
+        return EXIT_USAGE, f"invalid settings: {problems}"
     match exc:
         case click.UsageError():
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
@@ -128,9 +149,6 @@ def _describe(exc: BaseException) -> tuple[int, str]:
             return exc.exit_code, exc.format_message()
         case UnavailableError():
             return EXIT_UNAVAILABLE, str(exc)
-        case ValidationError():
-            names = exc.title == "Settings"  # the environment spells them in capitals
-            return EXIT_USAGE, f"invalid settings: {validation_summary(exc, env=names)}"
         case SettingsError():
             return EXIT_USAGE, f"the worker refuses to start: {exc}"
         case FlowDefinitionError():
@@ -208,6 +226,8 @@ def worker(ctx: click.Context) -> None:
     """
     # Imported here: the whole service takes a second to import, which every other
     # command would pay for nothing.
+    import asyncio
+
     from service import app
 
     settings = (ctx.find_object(Overrides) or Overrides()).settings()
@@ -219,12 +239,13 @@ def worker(ctx: click.Context) -> None:
 @click.option(
     "--directory",
     type=click.Path(file_okay=False, path_type=Path),
-    default=contract_schema.PACKAGE_DIRECTORY,
-    show_default=True,
-    help="Where the `schemas/` folder lives.",
+    help="Where the `schemas/` folder lives [default: the contracts package].",
 )
-def schema(*, check: bool, directory: Path) -> None:
+def schema(*, check: bool, directory: Path | None) -> None:
     """Write the JSON Schema and AsyncAPI files of every message kind."""
+    from contracts import schema as contract_schema  # pydantic: on demand
+
+    directory = directory or contract_schema.PACKAGE_DIRECTORY
     if check:
         stale = contract_schema.check(directory)
         for name in stale:

@@ -5,7 +5,6 @@ Everything but `progress` is a pure function from values to text. Colour comes f
 output is not a terminal (or the context says no colour).
 """
 
-import asyncio
 import contextlib
 import json
 import os
@@ -13,9 +12,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 import click
+
+if TYPE_CHECKING:
+    import asyncio
 
 Styler = Callable[[str], str]
 
@@ -204,7 +206,9 @@ class Progress:
         self._stream.write("\r\x1b[K")
         self._stream.flush()
 
-    async def run_until(self, stop: asyncio.Event, *, every: float = 0.2) -> None:
+    async def run_until(self, stop: "asyncio.Event", *, every: float = 0.2) -> None:
+        import asyncio  # only a command that waits draws; --help needs no event loop
+
         while not stop.is_set():
             self.draw()
             with contextlib.suppress(TimeoutError):
@@ -227,6 +231,8 @@ async def progress(
     if not target.isatty() or ColourChoice.allows() is False:
         yield meter
         return
+    import asyncio  # as in `run_until`
+
     stop = asyncio.Event()
     # A plain task, awaited below: a TaskGroup would wrap the block's own errors.
     drawing = asyncio.create_task(meter.run_until(stop))

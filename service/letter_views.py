@@ -6,15 +6,17 @@ Pure functions of the letters read from the dead-letter queue.
 import base64
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service import console
-from service.adapters.amqp.answers import ReplayOutcome
-from service.adapters.amqp.deadletters import DeadLetter
 from service.views import SHORT, record_json, section
 
+if TYPE_CHECKING:
+    from service.adapters.amqp.answers import ReplayOutcome
+    from service.adapters.amqp.deadletters import DeadLetter
 
-def letters_text(letters: Sequence[DeadLetter], total: int, *, queue: str) -> str:
+
+def letters_text(letters: Sequence["DeadLetter"], total: int, *, queue: str) -> str:
     if not letters:
         return f"no dead letters in {queue}"
     rows = [
@@ -37,7 +39,7 @@ def letters_text(letters: Sequence[DeadLetter], total: int, *, queue: str) -> st
     )
 
 
-def letter_text(letter: DeadLetter) -> str:
+def letter_text(letter: "DeadLetter") -> str:
     pairs = [
         ("message id", console.bold(letter.letter_id)),
         ("type", letter.type or ""),
@@ -57,7 +59,7 @@ def letter_text(letter: DeadLetter) -> str:
 
 
 def letters_json(
-    letters: Sequence[DeadLetter], total: int, *, queue: str
+    letters: Sequence["DeadLetter"], total: int, *, queue: str
 ) -> dict[str, Any]:
     return {
         "queue": queue,
@@ -66,7 +68,7 @@ def letters_json(
     }
 
 
-def letter_json(letter: DeadLetter) -> dict[str, Any]:
+def letter_json(letter: "DeadLetter") -> dict[str, Any]:
     data = record_json(letter)
     data.pop("body")
     try:
@@ -78,7 +80,7 @@ def letter_json(letter: DeadLetter) -> dict[str, Any]:
     return data
 
 
-def replayed_text(outcomes: Sequence[ReplayOutcome]) -> str:
+def replayed_text(outcomes: Sequence["ReplayOutcome"]) -> str:
     """One line per replayed letter, saying what became of it; then the counts."""
     if not outcomes:
         return "no dead letters match"

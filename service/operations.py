@@ -4,6 +4,9 @@ A `Target` holds the plain values every command needs (from `Settings` and the c
 line). Writes are control requests answered on `reply_to`, reads query MongoDB, and
 dead letters are read from the broker. Errors: `UnavailableError` (a server can't be
 reached, no reply in time), `NotFoundError`, `TopologyMissingError`.
+
+The broker's client (aio-pika) and the wire contracts are imported by the functions
+that talk to the broker, so a read command loads MongoDB's driver alone.
 """
 
 import asyncio
@@ -12,20 +15,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from pydantic import BaseModel
-
-from contracts import Reply
-from service.adapters.amqp.answers import Answers, ReplayOutcome
-from service.adapters.amqp.control import control_client
-from service.adapters.amqp.deadletters import (
-    DeadLetter,
-    DeadLetterQueue,
-    Selection,
-    dead_letter_queue,
-)
-from service.adapters.amqp.topology import Names
 from service.adapters.mongo.client import MongoStores
 from service.adapters.mongo.oneshot import opened
 from service.adapters.mongo.queries import RunDetail
@@ -34,6 +25,15 @@ from service.engine.model import Flow, RunId, RunStatus
 from service.engine.records import FlowRecord, RunRecord
 from service.errors import UnavailableError, UnknownReferenceError
 from service.flow_views import FlowView
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from contracts import Reply
+    from service.adapters.amqp.deadletters import (
+        DeadLetterQueue,
+    )
+    from service.adapters.amqp.topology import Names
 
 POLL_EVERY: Final = 0.5
 """Seconds between two reads of a run that is awaited."""
@@ -75,20 +75,24 @@ class Target:
     connect_timeout: timedelta = timedelta(seconds=10)
 
     @property
-    def names(self) -> Names:
+    def names(self) -> "Names":
+        from service.adapters.amqp.topology import Names  # the broker's, on demand
+
         return Names(self.prefix)
 
 
 async def request(
     target: Target,
     routing_key: str,
-    body: BaseModel,
+    body: "BaseModel",
     *,
     kind: str,
     within: timedelta,
     message_id: str | None = None,
-) -> Reply:
+) -> "Reply":
     """Publish one control request and return the worker's reply."""
+    from service.adapters.amqp.control import control_client
+
     async with control_client(
         target.amqp_url, target.names, connect_timeout=target.connect_timeout
     ) as client:
@@ -106,7 +110,9 @@ async def database(target: Target) -> AsyncIterator[MongoStores]:
 
 
 @contextlib.asynccontextmanager
-async def dead_letters(target: Target) -> AsyncIterator[DeadLetterQueue]:
+async def dead_letters(target: Target) -> AsyncIterator["DeadLetterQueue"]:
+    from service.adapters.amqp.deadletters import dead_letter_queue
+
     async with dead_letter_queue(
         target.amqp_url, target.names, connect_timeout=target.connect_timeout
     ) as queue:
@@ -246,57 +252,3 @@ def _flow_of(record: FlowRecord) -> Flow | None:
         return from_manifest(record.manifest)
     except ValueError:
         return None
-
-
-async def replay_letters(
-    target: Target, wanted: Selection, *, dry_run: bool, within: timedelta
-) -> list[ReplayOutcome]:
-    """Replay the letters `wanted` selects and say what became of each.
-
-    Each copy asks for an answer; once every copy is answered (or `within` has
-    passed), the dead-letter queue is read for the copies that died again (a new
-    letter keeps the copy's correlation id, whether a worker or the broker wrote it).
-    """
-    async with dead_letters(target) as queue:
-        answers = Answers()
-        reply_to = None if dry_run else await answers.listen(queue.channel)
-        done = await queue.replay(wanted, dry_run=dry_run, reply_to=reply_to)
-        if dry_run:
-            return [ReplayOutcome(letter, "would replay") for letter in done.replayed]
-        await answers.wait(done.correlation_ids, within=within)
-        got = answers.received
-        doubtful = {t for t in done.correlation_ids if t not in got or not got[t].ok}
-        again: dict[str, DeadLetter] = {}
-        if doubtful:
-            for letter in (await queue.browse(EVERY_LETTER))[0]:
-                token = letter.properties.get("correlation_id")
-                if isinstance(token, str) and token in doubtful:
-                    again[token] = letter
-    outcomes = [
-        _outcome(letter, got.get(token), again.get(token), within=within)
-        for letter, token in zip(done.replayed, done.correlation_ids, strict=True)
-    ]
-    outcomes.extend(
-        ReplayOutcome(letter, "not replayed", problem)
-        for letter, problem in done.failed
-    )
-    return outcomes
-
-
-def _outcome(
-    letter: DeadLetter,
-    reply: Reply | None,
-    died: DeadLetter | None,
-    *,
-    within: timedelta,
-) -> ReplayOutcome:
-    if died is not None:
-        why = f"{died.reason or '?'}: {died.detail}" if died.detail else died.reason
-        return ReplayOutcome(letter, "dead-lettered again", why or "")
-    if reply is None:
-        waited = f"{within.total_seconds():g} s"
-        return ReplayOutcome(letter, "replayed", f"no answer within {waited}")
-    answer = f"{reply.status}: {reply.message}" if reply.message else reply.status
-    if reply.run_id:
-        answer += f" (run {reply.run_id})"
-    return ReplayOutcome(letter, "replayed", answer)

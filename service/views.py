@@ -9,14 +9,16 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from contracts import Reply
 from service import console
-from service.adapters.mongo.queries import RunDetail
 from service.engine.model import StepStatus
 from service.engine.records import Event, RunRecord, StepRecord, Waiter
 from service.step_rows import NOT_STARTED, StepLine, error_line, step_lines
+
+if TYPE_CHECKING:
+    from contracts import Reply
+    from service.adapters.mongo.queries import RunDetail
 
 RUN_COLUMNS: Final = ("RUN ID", "FLOW", "STATUS", "STARTED", "DURATION", "TRIGGER")
 SHORT: Final = 48
@@ -80,7 +82,7 @@ def runs_json(
 
 
 def run_text(
-    detail: RunDetail, *, now: datetime, events: int = 0, iterations: bool = False
+    detail: "RunDetail", *, now: datetime, events: int = 0, iterations: bool = False
 ) -> str:
     """The run's header, steps in DAG order, attempts of retried steps, events.
 
@@ -110,7 +112,7 @@ def section(title: str, body: str) -> str:
     return f"{console.bold(title)}\n{body}"
 
 
-def run_json(detail: RunDetail) -> dict[str, Any]:
+def run_json(detail: "RunDetail") -> dict[str, Any]:
     return {
         "run": record_json(detail.run),
         "steps": [record_json(step) for step in detail.steps],
@@ -139,7 +141,7 @@ def _lineage_json(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def _run_header(detail: RunDetail, *, now: datetime) -> str:
+def _run_header(detail: "RunDetail", *, now: datetime) -> str:
     run = detail.run
     pairs = [
         ("run", console.bold(run.run_id)),
@@ -255,7 +257,7 @@ def _output(row: StepRecord) -> str:
     return console.shorten(_compact(row.output), SHORT)
 
 
-def _derived_table(detail: RunDetail, *, now: datetime) -> str:
+def _derived_table(detail: "RunDetail", *, now: datetime) -> str:
     rows = [
         [
             run.run_id,
@@ -311,7 +313,7 @@ def _compact(value: object) -> str:
 # -- replies ---------------------------------------------------------------------
 
 
-def reply_text(reply: Reply) -> str:
+def reply_text(reply: "Reply") -> str:
     pairs = [("status", console.status(reply.status)), ("message", reply.message)]
     if reply.run_id:
         pairs.append(("run id", reply.run_id))

@@ -1,13 +1,15 @@
 """`flowctl dlq`: list, show, replay and purge the dead-letter queue `<prefix>.dead`."""
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import click
 
-from service import console, letter_views, operations
-from service.adapters.amqp.answers import ReplayOutcome
-from service.adapters.amqp.deadletters import DeadLetter, Selection
 from service.commands.common import CommandError, echo_json, run, target
+
+if TYPE_CHECKING:
+    from service.adapters.amqp.answers import ReplayOutcome
+    from service.adapters.amqp.deadletters import DeadLetter
 
 
 @click.group()
@@ -38,10 +40,13 @@ def browse(
     as_json: bool,
 ) -> None:
     """List dead letters in queue order; they stay in the queue, unchanged."""
+    from service import letter_views, operations
+    from service.adapters.amqp.deadletters import Selection
+
     where = target(ctx)
     wanted = Selection(reason=reason, kind=kind)
 
-    async def read() -> tuple[list[DeadLetter], str]:
+    async def read() -> tuple[list["DeadLetter"], str]:
         async with operations.dead_letters(where) as queue:
             letters, _ = await queue.browse(operations.EVERY_LETTER)
             return [one for one in letters if wanted.wants(one)], queue.name
@@ -58,10 +63,12 @@ def browse(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def show(ctx: click.Context, message_id: str, *, as_json: bool) -> None:
-    """Show one dead letter: why it died, its headers and its body."""
+    """Show one dead letter: why it died, its headers and its body (unchanged)."""
+    from service import console, letter_views, operations
+
     where = target(ctx)
 
-    async def read() -> list[DeadLetter]:
+    async def read() -> list["DeadLetter"]:
         async with operations.dead_letters(where) as queue:
             return await queue.find(message_id)
 
@@ -112,13 +119,16 @@ def replay(
     """
     if every == (message_id is not None):
         raise click.UsageError("give a MESSAGE_ID or --all, not both or neither")
+    from service import console, letter_views, replays
+    from service.adapters.amqp.deadletters import Selection
+
     where = target(ctx)
     wanted = Selection(letter_id=message_id, reason=reason, kind=kind, limit=limit)
     within = timedelta(seconds=timeout)
 
-    async def republish() -> list[ReplayOutcome]:
+    async def republish() -> list["ReplayOutcome"]:
         async with console.progress("waiting for the workers' answers"):
-            return await operations.replay_letters(
+            return await replays.replay_letters(
                 where, wanted, dry_run=dry_run, within=within
             )
 
@@ -138,6 +148,8 @@ def replay(
 @click.pass_context
 def purge(ctx: click.Context, *, yes: bool) -> None:
     """Delete every dead letter."""
+    from service import operations
+
     where = target(ctx)
     if not yes:
         click.confirm(f"Delete every message in {where.names.dead}?", abort=True)

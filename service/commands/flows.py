@@ -4,18 +4,10 @@ List and show flows, enable and disable them; pause, resume, fire or re-time a c
 trigger. Listing reads MongoDB; every change is a control message a worker answers.
 """
 
-import click
-from pydantic import BaseModel
+from typing import TYPE_CHECKING
 
-from contracts.messages import (
-    DisableFlowMessage,
-    EnableFlowMessage,
-    PauseScheduleMessage,
-    ResumeScheduleMessage,
-    SetCronMessage,
-    TriggerScheduleNowMessage,
-)
-from service import flow_views, operations, views
+import click
+
 from service.commands.common import (
     CommandError,
     control,
@@ -27,13 +19,17 @@ from service.commands.common import (
     run,
     target,
 )
-from service.mermaid import to_mermaid
+
+if TYPE_CHECKING:
+    from service.flow_views import FlowView
 
 
-def _stored_flows(ctx: click.Context) -> list[flow_views.FlowView]:
+def _stored_flows(ctx: click.Context) -> list["FlowView"]:
+    from service import operations  # MongoDB's driver: only when it runs
+
     where = target(ctx)
 
-    async def read() -> list[flow_views.FlowView]:
+    async def read() -> list["FlowView"]:
         async with operations.database(where) as stores:
             return await operations.flow_views(stores)
 
@@ -50,6 +46,8 @@ def flows(ctx: click.Context, *, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    from service import flow_views
+
     found = _stored_flows(ctx)
     if as_json:
         echo_json(flow_views.flows_json(found))
@@ -64,9 +62,12 @@ def flows(ctx: click.Context, *, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, flow: str, *, mermaid: bool, as_json: bool) -> None:
     """Show one flow (an id or a name): steps, triggers, schedules."""
+    from service import flow_views, operations
+    from service.mermaid import to_mermaid
+
     where = target(ctx)
 
-    async def read() -> flow_views.FlowView:
+    async def read() -> "FlowView":
         async with operations.database(where) as stores:
             return await operations.find_flow(
                 stores, flow, where=f"in database '{where.database}'"
@@ -89,6 +90,8 @@ def show(ctx: click.Context, flow: str, *, mermaid: bool, as_json: bool) -> None
 @click.pass_context
 def enable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> None:
     """Enable FLOW: its triggers start runs again."""
+    from contracts.messages import EnableFlowMessage
+
     resolve_flow(ctx, flow)
     request = message(EnableFlowMessage, flow=flow)
     control(ctx, "enable_flow", request, timeout=timeout, as_json=as_json)
@@ -100,6 +103,8 @@ def enable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> N
 @click.pass_context
 def disable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> None:
     """Disable FLOW: its triggers and schedules start no run."""
+    from contracts.messages import DisableFlowMessage
+
     resolve_flow(ctx, flow)
     request = message(DisableFlowMessage, flow=flow)
     control(ctx, "disable_flow", request, timeout=timeout, as_json=as_json)
@@ -112,6 +117,8 @@ def schedules(ctx: click.Context, *, as_json: bool) -> None:
     """List cron schedules. Subcommands pause, resume, fire or re-time one."""
     if ctx.invoked_subcommand is not None:
         return
+    from service import flow_views, views
+
     found = [(view, s) for view in _stored_flows(ctx) for s in view.schedules]
     if as_json:
         echo_json(
@@ -151,9 +158,12 @@ def cron_trigger(ctx: click.Context, flow: str, trigger_key: str | None) -> str:
     return trigger_key
 
 
-def _schedule_command(
-    name: str, kind: str, model: type[BaseModel], summary: str
-) -> click.Command:
+def _schedule_command(name: str, kind: str, model: str, summary: str) -> click.Command:
+    """A schedules subcommand that publishes `kind`, a `contracts.messages.<model>`.
+
+    The model is named, so that pydantic is imported only when the command runs.
+    """
+
     @schedules.command(
         name,
         help=(
@@ -173,23 +183,25 @@ def _schedule_command(
         timeout: float,
         as_json: bool,
     ) -> None:
+        from contracts import messages
+
         key = cron_trigger(ctx, flow, trigger_key)
-        request = message(model, flow=flow, trigger_key=key)
+        request = message(getattr(messages, model), flow=flow, trigger_key=key)
         control(ctx, kind, request, timeout=timeout, as_json=as_json)
 
     return command
 
 
 pause = _schedule_command(
-    "pause", "pause_schedule", PauseScheduleMessage, "Pause a cron trigger"
+    "pause", "pause_schedule", "PauseScheduleMessage", "Pause a cron trigger"
 )
 resume = _schedule_command(
-    "resume", "resume_schedule", ResumeScheduleMessage, "Resume a paused cron trigger"
+    "resume", "resume_schedule", "ResumeScheduleMessage", "Resume a paused cron trigger"
 )
 fire = _schedule_command(
     "trigger",
     "trigger_schedule_now",
-    TriggerScheduleNowMessage,
+    "TriggerScheduleNowMessage",
     "Fire a cron trigger once, now, paused or not",
 )
 
@@ -216,6 +228,8 @@ def set_cron(
     TRIGGER_KEY may be left out when the flow has one cron trigger
     (`flowctl schedules set-cron nightly "0 3 * * *"`).
     """
+    from contracts.messages import SetCronMessage
+
     if cron is None and not clear and trigger_key is not None:
         trigger_key, cron = None, trigger_key  # FLOW CRON: the only cron trigger
     if clear == (cron is not None):

@@ -2,15 +2,16 @@
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import click
 
-from service import operations, views
-from service.adapters.mongo.queries import RunDetail
 from service.commands.common import echo_json, now, run, target
 from service.engine.model import RunStatus
-from service.engine.records import RunRecord
+
+if TYPE_CHECKING:
+    from service.adapters.mongo.queries import RunDetail
+    from service.engine.records import RunRecord
 
 _AGE: Final = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -73,10 +74,12 @@ def runs(
     as_json: bool,
 ) -> None:
     """List runs, newest first, with the number that match."""
+    from service import operations, views  # MongoDB's driver: only when it runs
+
     where = target(ctx)
     wanted = None if status is None else RunStatus(_spelt(status))
 
-    async def read() -> tuple[list[RunRecord], int]:
+    async def read() -> tuple[list["RunRecord"], int]:
         async with operations.database(where) as stores:
             origin = None
             if source is not None:
@@ -131,9 +134,11 @@ def show_run(
     only one run has. ForEach iterations are one line per body step, with counts
     by status, unless --iterations lists them all.
     """
+    from service import operations, views  # MongoDB's driver: only when it runs
+
     where = target(ctx)
 
-    async def read() -> RunDetail:
+    async def read() -> "RunDetail":
         async with operations.database(where) as stores:
             return await operations.find_run(
                 stores, run_id, where=f"in database '{where.database}'"

@@ -8,21 +8,10 @@ the run in MongoDB until it is final and shows it like `flowctl run`.
 """
 
 from datetime import timedelta
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import click
 
-from contracts import Reply
-from contracts.messages import (
-    CancelRunMessage,
-    RerunMessage,
-    RetryStepMessage,
-    SignalMessage,
-    TriggerMessage,
-)
-from service import console, operations, views
-from service.adapters.amqp.topology import trigger_routing_key
-from service.adapters.mongo.queries import RunDetail
 from service.commands.common import (
     CommandError,
     control,
@@ -37,6 +26,10 @@ from service.commands.common import (
     target,
 )
 from service.engine.model import RunStatus
+
+if TYPE_CHECKING:
+    from contracts import Reply
+    from service.adapters.mongo.queries import RunDetail
 
 WELL: Final = frozenset({RunStatus.SUCCEEDED, RunStatus.SKIPPED})
 """Final statuses `--wait` exits 0 on."""
@@ -108,6 +101,9 @@ def trigger(
     as_json: bool,
 ) -> None:
     """Start a run of FLOW (an id or a name) and print its run id."""
+    from contracts.messages import TriggerMessage
+    from service.adapters.amqp.topology import trigger_routing_key
+
     if body is not None and body_file is not None:
         raise click.UsageError("give --body or --body-file, not both")
     value = None
@@ -146,6 +142,8 @@ def retry(
     ctx: click.Context, run_id: str, step_key: str, *, timeout: float, as_json: bool
 ) -> None:
     """Retry the Failed step STEP_KEY of a run (RUN_ID: as `flowctl run` takes it)."""
+    from contracts.messages import RetryStepMessage
+
     request = message(
         RetryStepMessage, run_id=resolve_run(ctx, run_id), step_key=step_key
     )
@@ -170,6 +168,8 @@ def cancel(
     RUN_ID may be a run id, its start, a job id or an idempotency key, as for
     `flowctl run`.
     """
+    from contracts.messages import CancelRunMessage
+
     request = message(CancelRunMessage, run_id=resolve_run(ctx, run_id), reason=reason)
     control(ctx, "cancel_run", request, timeout=timeout, as_json=as_json)
 
@@ -190,6 +190,8 @@ def signal(
     as_json: bool,
 ) -> None:
     """Deliver the signal NAME to a run waiting for it (RUN_ID: as `flowctl run`)."""
+    from contracts.messages import SignalMessage
+
     value = None if payload is None else json_value(payload, what="--payload")
     request = message(
         SignalMessage, run_id=resolve_run(ctx, run_id), signal=name, payload=value
@@ -215,6 +217,8 @@ def rerun(
 
     RUN_ID may be a run id, its start, a job id or an idempotency key.
     """
+    from contracts.messages import RerunMessage
+
     request = message(RerunMessage, run_id=resolve_run(ctx, run_id))
     reply = control(
         ctx,
@@ -231,14 +235,18 @@ def rerun(
 COMMANDS: Final = (trigger, retry, cancel, signal, rerun)
 
 
-def _follow(ctx: click.Context, reply: Reply, *, within: float, as_json: bool) -> None:
+def _follow(
+    ctx: click.Context, reply: "Reply", *, within: float, as_json: bool
+) -> None:
     """Follow the run of `reply` until it is final, show it; fail if it went badly."""
+    from service import console, operations, views
+
     run_id = reply.run_id
     if run_id is None:
         raise CommandError("the reply names no run to wait for")
     where = target(ctx)
 
-    async def follow() -> RunDetail:
+    async def follow() -> "RunDetail":
         async with (
             operations.database(where) as stores,
             console.progress(f"run {run_id}") as meter,
@@ -260,6 +268,6 @@ def _follow(ctx: click.Context, reply: Reply, *, within: float, as_json: bool) -
         raise CommandError(f"run {run_id} finished {detail.run.status}")
 
 
-def _note(detail: RunDetail) -> str:
+def _note(detail: "RunDetail") -> str:
     final = sum(1 for step in detail.steps if step.status.is_final)
     return f"{detail.run.status}, {final}/{len(detail.steps)} steps final,"
