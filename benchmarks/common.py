@@ -8,7 +8,7 @@
   MONGODB_WRITE_CONCERN=majority; the queues are quorum queues, as the worker always
   declares them), a confirmed publisher of raw JSON triggers, and MongoDB reads of the
   `runs` and `steps` documents the figures come from.
-- `reference()`: `../shared/bench/bench_steploop.py` against the same servers, with
+- `reference()`: `benchmarks/reference/bench_steploop.py` against the same servers, with
   `--wc majority --queue-type quorum`; its median JSON line.
 - `emit()`: one JSON line on stdout (and appended to $RESULTS_FILE when set).
 
@@ -39,8 +39,8 @@ import orjson
 from pymongo import AsyncMongoClient
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
-STEPLOOP = SHARED_BENCH / "bench_steploop.py"
+REFERENCE = Path(__file__).resolve().parent / "reference"
+STEPLOOP = REFERENCE / "bench_steploop.py"
 LOCAL_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 FLOW_MODULES = "benchmarks.flows"
 WRITE_CONCERN = "majority"
@@ -562,7 +562,7 @@ def reference(
     say(f"# reference: {' '.join(cmd[1:])}")
     done = subprocess.run(  # noqa: S603
         cmd,
-        cwd=SHARED_BENCH,
+        cwd=REFERENCE,
         env=env,
         capture_output=True,
         text=True,
@@ -587,7 +587,7 @@ def reference(
 
 def reference_command(chains: int, runs: int = 3, duration: float = 8.0) -> str:
     return (
-        f"python ../shared/bench/bench_steploop.py --chains {chains} --procs 1 "
+        f"python benchmarks/reference/bench_steploop.py --chains {chains} --procs 1 "
         f"--wc {WRITE_CONCERN} --queue-type {QUEUE_TYPE} --runs {runs} "
         f"--duration {duration:g}"
     )

@@ -19,8 +19,14 @@ output per step too (`{"ok": true, "value": s}`).
 import itertools
 import time
 
-from service.engine.model import Flow, FlowId, Step, for_each
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import (
+    Flow,
+    FlowId,
+    Handlers,
+    Step,
+    StepContext,
+    for_each,
+)
 
 NOOP = "BenchNoop"
 

@@ -319,7 +319,7 @@ def main() -> None:
         f"Python {platform.python_version()}; RabbitMQ and the bundled mongod "
         "(one-member replica set) on the same cores; w:majority, quorum queues, one "
         "worker unless said otherwise. Every scenario ran the reference loop "
-        "(`../shared/bench/bench_steploop.py`) in the same run, against the same "
+        "(`benchmarks/reference/bench_steploop.py`) in the same run, against the same "
         "servers. Raw JSON lines: `benchmarks/results.jsonl`.",
         "",
         "Durations: " + ", ".join(f"{k} {v}" for k, v in timings.items()) + "."

@@ -2,8 +2,7 @@
 
 from datetime import timedelta
 
-from service.engine.model import Flow, FlowId, Step, wait_for_signal
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import Flow, FlowId, Handlers, Step, StepContext, wait_for_signal
 
 handlers = Handlers()
 

@@ -1,7 +1,6 @@
 """ForEach batch: process each item of the trigger body three at a time, then sum up."""
 
-from service.engine.model import Flow, FlowId, Step, for_each
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import Flow, FlowId, Handlers, Step, StepContext, for_each
 
 handlers = Handlers()
 

@@ -1,7 +1,6 @@
 """When branches with a join: score an application, approve or reject, then record."""
 
-from service.engine.model import Flow, FlowId, Step, after
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import Flow, FlowId, Handlers, Step, StepContext, after
 
 handlers = Handlers()
 

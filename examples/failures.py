@@ -1,7 +1,15 @@
 """Failure handled by an on-failure branch: `compensate` runs only if `charge` fails."""
 
-from service.engine.model import Flow, FlowId, Step
-from service.steps.handlers import Failed, Handlers, StepContext, StepResult, Succeeded
+from service.authoring import (
+    Failed,
+    Flow,
+    FlowId,
+    Handlers,
+    Step,
+    StepContext,
+    StepResult,
+    Succeeded,
+)
 
 handlers = Handlers()
 

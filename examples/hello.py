@@ -1,7 +1,6 @@
 """Linear hello: greet -> shout -> sign. The smallest flow, and the demo's first run."""
 
-from service.engine.model import Flow, FlowId, Step
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import Flow, FlowId, Handlers, Step, StepContext
 
 handlers = Handlers()
 

@@ -1,7 +1,6 @@
 """Nightly cron: at 02:00 UTC every day, clean up; also triggerable by hand."""
 
-from service.engine.model import Flow, FlowId, Step, cron, manual
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import Flow, FlowId, Handlers, Step, StepContext, cron, manual
 
 handlers = Handlers()
 

@@ -1,7 +1,6 @@
 """Order fulfilment: validate; reserve, charge and notify in parallel; then ship."""
 
-from service.engine.model import Flow, FlowId, RetryPolicy, Step
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import Flow, FlowId, Handlers, RetryPolicy, Step, StepContext
 
 handlers = Handlers()
 

@@ -2,9 +2,7 @@
 
 from collections.abc import Mapping
 
-from service.engine.model import Flow, FlowId, Json, Step
-from service.steps.handlers import Handlers, StepContext
-from service.steps.polling import polling
+from service.authoring import Flow, FlowId, Handlers, Json, Step, StepContext, polling
 
 handlers = Handlers()
 

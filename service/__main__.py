@@ -1,10 +1,9 @@
-"""`python -m service`: start a worker (the same as `flowctl worker`)."""
+"""`python -m service`: start a worker, exactly as `flowctl worker` does.
 
-import asyncio
+The same options (`--help`), settings and exit codes; nothing else lives here.
+"""
 
-from service import app
-from service.settings import Settings
+from service.cli import worker_main
 
 if __name__ == "__main__":
-    settings = Settings()
-    asyncio.run(app.main(settings))
+    worker_main()

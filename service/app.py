@@ -1,37 +1,32 @@
 """The composition root: flows, adapters, consumer, scheduler and the health port.
 
-`main(settings)` is the worker. It refuses to start on an invalid flow; otherwise it
-answers health probes at once, waits for MongoDB and RabbitMQ, declares the topology,
-stores the flows, then runs the consumer and the scheduler in one TaskGroup until
-SIGTERM or SIGINT, and closes AMQP, then MongoDB.
+`main(settings)` is the worker. It refuses to start on an invalid flow or a health
+port it can't open (one error, raised before anything runs); otherwise it answers
+health probes at once, waits for MongoDB and RabbitMQ (saying which URL it tries, and
+that it keeps trying), declares the topology, stores the flows, then runs the consumer
+and the scheduler in one TaskGroup until SIGTERM or SIGINT, and closes AMQP, then
+MongoDB.
 """
 
 import asyncio
-import contextlib
 import importlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
 
-import aio_pika
 import structlog
-from aio_pika.abc import AbstractRobustConnection
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from structlog.typing import FilteringBoundLogger
 
 from service import health, metrics
 from service.adapters import census
 from service.adapters.amqp.consumer import Consumer
-from service.adapters.amqp.dispatcher import AmqpDispatcher, open_publishing_channel
-from service.adapters.amqp.topology import Names, Topology, declare
+from service.adapters.amqp.dispatcher import AmqpDispatcher
 from service.adapters.clock import SystemClock
-from service.adapters.mongo.client import MongoStores
-from service.adapters.mongo.client import connect as connect_mongo
+from service.adapters.mongo.client import redacted
 from service.adapters.observers import ConsumerMetrics, open_tracer
 from service.engine.model import Flow, JobId
 from service.engine.validation import validate_all
-from service.errors import FlowDefinitionError, UnavailableError
+from service.errors import FlowDefinitionError
 from service.logs import configure_logging
 from service.orchestrator.api import Orchestrator
 from service.orchestrator.runtime import (
@@ -44,6 +39,7 @@ from service.orchestrator.runtime import (
 )
 from service.scheduler import Scheduler, SchedulerOptions
 from service.settings import Settings
+from service.startup import Services, Waiting, connected, until_done
 from service.steps.handlers import Handlers
 from service.tracing import NoTracer
 
@@ -52,10 +48,6 @@ if TYPE_CHECKING:
 
 log: FilteringBoundLogger = structlog.get_logger()
 
-T = TypeVar("T")
-
-READY_TIMEOUT: Final = 2.0
-"""Seconds MongoDB's `ping` may take before `/readyz` answers 503."""
 HEALTH_HOST: Final = "0.0.0.0"  # noqa: S104 - probes and scrapes come from outside
 _CLOSE_TIMEOUT: Final = 10.0
 _FIRST_RETRY: Final = 0.5
@@ -106,32 +98,26 @@ def load_flows(modules: Sequence[str]) -> tuple[list[Flow], Handlers]:
 
 
 async def main(settings: Settings) -> None:
-    """Run a worker until SIGTERM or SIGINT; exit non-zero on an invalid flow."""
+    """Run a worker until SIGTERM or SIGINT.
+
+    Raises:
+        FlowDefinitionError: a flow module or a flow is invalid.
+        SettingsError: the health port can't be opened.
+    """
     tracer = open_tracer(settings.tracing)
     context = [tracer.log_context] if tracer is not None else []
     configure_logging(settings.log_level, json=settings.log_json, context=context)
-    try:
-        flows, handlers = load_flows(settings.flow_modules)
-        validate_all(flows, handlers.names())
-    except FlowDefinitionError as exc:
-        raise SystemExit(f"flow-orchestrator refuses to start: {exc}") from None
+    flows, handlers = load_flows(settings.flow_modules)
+    validate_all(flows, handlers.names())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
-    log.info(
-        "worker_starting",
-        worker_id=settings.worker_id,
-        flows=len(flows),
-        tracing=settings.tracing,
-    )
     try:
         await serve(settings, Catalog(flows), handlers, stop, tracer=tracer)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        if tracer is not None:
-            await asyncio.to_thread(tracer.shutdown)  # exports what is buffered
     log.info("worker_stopped", worker_id=settings.worker_id)
 
 
@@ -153,17 +139,24 @@ async def serve(
     `tracer`: OpenTelemetry tracing (`open_tracer`), or None for none.
     """
     readiness = Readiness()
+    # Opened before anything runs, so a busy port is one error, not a task's crash.
+    server = (
+        await health.listen(
+            host=HEALTH_HOST, port=settings.health_port, ready=readiness.problem
+        )
+        if settings.health_port
+        else None
+    )
+    log.info(
+        "worker_starting",
+        worker_id=settings.worker_id,
+        flows=len(catalog),
+        tracing=settings.tracing,
+    )
     async with asyncio.TaskGroup() as group:
-        if settings.health_port:
+        if server is not None:
             # From the start: alive while waiting for MongoDB or RabbitMQ, not ready.
-            group.create_task(
-                health.serve_until(
-                    stop,
-                    host=HEALTH_HOST,
-                    port=settings.health_port,
-                    ready=readiness.problem,
-                )
-            )
+            group.create_task(health.serve_until(stop, server))
         await _work(settings, catalog, handlers, stop, readiness, tracer)
 
 
@@ -175,7 +168,7 @@ async def _work(
     readiness: "Readiness",
     tracer: "OtelTracer | None",
 ) -> None:
-    async with _connected(settings, stop) as services:
+    async with connected(settings, stop) as services:
         if services is None:
             return  # stopped before both services answered
         names = metrics.FlowNames({flow.id: flow.name for flow in catalog})
@@ -192,7 +185,10 @@ async def _work(
                 tracer=tracer or NoTracer(),
             )
         )
-        if not await _until_done("store_flows", orchestrator.sync_flows, stop):
+        storing = Waiting(
+            "store_flows", "MongoDB", redacted(settings.mongodb_url.get_secret_value())
+        )
+        if not await until_done(storing, orchestrator.sync_flows, stop):
             return
         consumer = Consumer(
             services.amqp,
@@ -242,6 +238,7 @@ def _scheduler_options(settings: Settings) -> SchedulerOptions:
         timer_lease=settings.step_lease,
         reconcile_every=every,
         retention=settings.retention,
+        retention_every=settings.retention_interval,
     )
 
 
@@ -259,116 +256,6 @@ class Readiness:
         if not self.consuming.is_set():
             return "not consuming"
         return await self.services.problem()
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    mongo: MongoStores
-    amqp: AbstractRobustConnection
-    topology: Topology
-
-    async def problem(self) -> str | None:
-        """Why the services are not usable now, or None when both answer."""
-        if self.amqp.is_closed or not self.amqp.connected.is_set():
-            return "the broker connection is down"
-        try:
-            async with asyncio.timeout(READY_TIMEOUT):
-                await self.mongo.ping()
-        except (TimeoutError, UnavailableError):
-            return "MongoDB does not answer"
-        return None
-
-
-@contextlib.asynccontextmanager
-async def _connected(
-    settings: Settings, stop: asyncio.Event
-) -> AsyncIterator[Services | None]:
-    """MongoDB (indexes ensured), then RabbitMQ (topology declared).
-
-    Each is retried until it answers, or `stop` is set (then None). Closes AMQP, then
-    MongoDB, on the way out.
-    """
-    concern = settings.mongodb_write_concern
-    mongo = connect_mongo(
-        settings.mongodb_url.get_secret_value(),
-        settings.mongodb_database,
-        write_concern=int(concern) if concern.isdigit() else concern,
-        server_selection_timeout=settings.mongodb_timeout,
-        connect_timeout=settings.mongodb_timeout,
-        app_name=f"flow-orchestrator {settings.worker_id}",
-    )
-    try:
-        if not await _until_done("mongodb", mongo.ensure_indexes, stop):
-            yield None
-            return
-        opened = await _until_available("rabbitmq", lambda: _open_amqp(settings), stop)
-        if opened is None:
-            yield None
-            return
-        amqp, topology = opened
-        try:
-            yield Services(mongo, amqp, topology)
-        finally:
-            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
-                async with asyncio.timeout(_CLOSE_TIMEOUT):
-                    await amqp.close()
-    finally:
-        await mongo.close()
-
-
-async def _open_amqp(settings: Settings) -> tuple[AbstractRobustConnection, Topology]:
-    """A robust connection (it reconnects by itself) and the declared topology."""
-    try:
-        connection = await aio_pika.connect_robust(
-            settings.amqp_url.get_secret_value(),
-            client_properties={"connection_name": settings.worker_id},
-        )
-    except CONNECTION_EXCEPTIONS as exc:
-        raise UnavailableError(f"RabbitMQ is unavailable: {exc!r}") from exc
-    try:
-        channel = await open_publishing_channel(connection)
-        topology = await declare(
-            channel,
-            Names(settings.amqp_prefix),
-            delivery_limit=settings.amqp_delivery_limit,
-        )
-    except CONNECTION_EXCEPTIONS as exc:
-        with contextlib.suppress(*CONNECTION_EXCEPTIONS):
-            await connection.close()
-        raise UnavailableError(f"RabbitMQ is unavailable: {exc!r}") from exc
-    return connection, topology
-
-
-async def _until_available(
-    what: str, attempt: Callable[[], Awaitable[T]], stop: asyncio.Event
-) -> T | None:
-    """`attempt()`, again with backoff after each UnavailableError.
-
-    None when `stop` is set first.
-    """
-    delay = _FIRST_RETRY
-    while not stop.is_set():
-        try:
-            return await attempt()
-        except UnavailableError as exc:
-            log.warning("startup_deferred", service=what, error=str(exc), delay_s=delay)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
-        delay = min(delay * 2, _MAX_RETRY)
-    return None
-
-
-async def _until_done(
-    what: str, attempt: Callable[[], Awaitable[None]], stop: asyncio.Event
-) -> bool:
-    """Whether `attempt()` succeeded (retried as `_until_available`) before `stop`."""
-
-    async def done() -> bool:
-        await attempt()
-        return True
-
-    return await _until_available(what, done, stop) is not None
 
 
 class ObservedOrchestrator(Orchestrator):

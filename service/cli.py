@@ -8,18 +8,15 @@ is one line on stderr and an exit code: 1 refused, failed or not found; 2 bad us
 settings; 3 RabbitMQ or MongoDB unreachable, or no answer in time.
 """
 
-import asyncio
 import contextlib
 import errno
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-from pydantic import ValidationError
 
-from contracts import schema as contract_schema
 from service import console
 from service.commands import dlq, flows, runs, writes
 from service.commands.common import (
@@ -30,14 +27,35 @@ from service.commands.common import (
     RefusedReplyError,
     validation_summary,
 )
-from service.errors import FlowError, UnavailableError
+from service.errors import (
+    FlowDefinitionError,
+    FlowError,
+    SettingsError,
+    UnavailableError,
+)
 
-KNOWN = (click.ClickException, FlowError, ValidationError)
-"""Errors reported as one line; anything else is a bug, reported as one line too."""
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
-class FlowctlGroup(click.Group):
-    """The root group: every error becomes one line on stderr and an exit code."""
+def is_known(exc: BaseException) -> bool:
+    """Whether `exc` is reported as itself; anything else is a bug (one line too)."""
+    return isinstance(exc, click.ClickException | FlowError) or is_invalid(exc)
+
+
+def is_invalid(exc: BaseException) -> bool:
+    """Whether `exc` is pydantic's ValidationError (bad settings or arguments).
+
+    Read off `sys.modules`: pydantic raises it only once imported, and importing it
+    here would cost every command, `--help` included, a tenth of a second.
+    """
+    core = sys.modules.get("pydantic_core")
+    invalid = getattr(core, "ValidationError", None)
+    return isinstance(invalid, type) and isinstance(exc, invalid)
+
+
+class OneLineErrors(click.Command):
+    """A root command whose every error is one line on stderr and an exit code."""
 
     def main(  # type: ignore[override] # one body for both of click's overloads
         self,
@@ -48,20 +66,24 @@ class FlowctlGroup(click.Group):
         **extra: Any,
     ) -> Any:
         """Run the command; exit (or, if not `standalone_mode`, return) its code."""
+        label = prog_name or self.name or "flowctl"
+        console.ColourChoice.chosen = None  # until the options say otherwise
         try:
             result = super().main(
                 args, prog_name, complete_var, standalone_mode=False, **extra
             )
             code = result if isinstance(result, int) else 0
         except click.Abort:
-            code = report(click.ClickException("aborted"))
-        except KNOWN as exc:
-            code = report(exc)
+            code = report(click.ClickException("aborted"), label=label)
         except OSError as exc:
             if exc.errno != errno.EPIPE:
                 raise
             _silence_stdout()  # the reader went away (`flowctl runs | head`)
             code = EXIT_FAILED
+        except Exception as exc:
+            if not is_known(exc):
+                raise
+            code = report(exc, label=label)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -69,29 +91,56 @@ class FlowctlGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (*KNOWN, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        except (click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except Exception as exc:
+            if is_known(exc):
+                raise
             overrides = ctx.find_object(Overrides)
             if overrides is not None and overrides.traceback:
                 raise
-            text = f"internal error: {type(exc).__name__}: {exc} (--traceback: where)"
+            cause = innermost(exc)
+            if is_known(cause):
+                raise cause from None  # a TaskGroup's wrapping hides a known error
+            text = (
+                f"internal error: {type(cause).__name__}: {cause} (--traceback: where)"
+            )
             raise click.ClickException(text) from exc
 
 
-def report(exc: BaseException) -> int:
+class FlowctlGroup(OneLineErrors, click.Group):
+    """The root group: every error becomes one line on stderr and an exit code."""
+
+
+class WorkerCommand(OneLineErrors):
+    """`flowctl worker`, which also runs alone as `python -m service`."""
+
+
+def innermost(exc: BaseException) -> BaseException:
+    """The error inside groups of one (`ExceptionGroup`), or `exc` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def report(exc: BaseException, *, label: str = "flowctl") -> int:
     """Print `exc` as one line on stderr; its exit code."""
     code, text = _describe(exc)
-    label = click.style("flowctl:", bold=True)
+    prefix = click.style(f"{label}:", bold=True)
     kind = click.style("error:", fg="red", bold=True)
     if isinstance(exc, RefusedReplyError):
         kind = console.status(f"{exc.reply.status}:", like=exc.reply.status)
         text = exc.reply.message
-    click.echo(f"{label} {kind} {' '.join(text.split())}", err=True)
+    line = f"{prefix} {kind} {' '.join(text.split())}"
+    click.echo(line, err=True, color=console.ColourChoice.allows())
     return code
 
 
 def _describe(exc: BaseException) -> tuple[int, str]:
+    if is_invalid(exc):
+        names = getattr(exc, "title", "") == "Settings"  # the env spells them so
+        problems = validation_summary(cast("ValidationError", exc), env=names)
+        return EXIT_USAGE, f"invalid settings: {problems}"
     match exc:
         case click.UsageError():
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
@@ -100,8 +149,10 @@ def _describe(exc: BaseException) -> tuple[int, str]:
             return exc.exit_code, exc.format_message()
         case UnavailableError():
             return EXIT_UNAVAILABLE, str(exc)
-        case ValidationError():
-            return EXIT_USAGE, f"invalid settings: {validation_summary(exc)}"
+        case SettingsError():
+            return EXIT_USAGE, f"the worker refuses to start: {exc}"
+        case FlowDefinitionError():
+            return EXIT_FAILED, f"the worker refuses to start: {exc}"
         case _:
             return EXIT_FAILED, str(exc)
 
@@ -156,14 +207,27 @@ def flowctl(
         ctx.color = color
     elif no_color_env:
         ctx.color = False
+    console.ColourChoice.chosen = ctx.color
 
 
-@flowctl.command()
+@flowctl.command(
+    cls=WorkerCommand, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run a worker until SIGTERM (the same as `python -m service`)."""
+    """Run a worker until SIGTERM (`python -m service` is the same command).
+
+    Every setting comes from the environment (AMQP_URL, MONGODB_URL, FLOW_MODULES,
+    HEALTH_PORT, ...; the README's Configuration lists them all), overridden by
+    flowctl's --amqp-url, --prefix, --mongodb-url and --database. While MongoDB or
+    RabbitMQ does not answer, the worker logs which URL it tries and keeps trying.
+    Exit codes: 0 stopped by SIGTERM or SIGINT; 1 an invalid flow; 2 bad usage or an
+    invalid setting (a busy HEALTH_PORT included).
+    """
     # Imported here: the whole service takes a second to import, which every other
     # command would pay for nothing.
+    import asyncio
+
     from service import app
 
     settings = (ctx.find_object(Overrides) or Overrides()).settings()
@@ -175,12 +239,13 @@ def worker(ctx: click.Context) -> None:
 @click.option(
     "--directory",
     type=click.Path(file_okay=False, path_type=Path),
-    default=contract_schema.PACKAGE_DIRECTORY,
-    show_default=True,
-    help="Where the `schemas/` folder lives.",
+    help="Where the `schemas/` folder lives [default: the contracts package].",
 )
-def schema(*, check: bool, directory: Path) -> None:
+def schema(*, check: bool, directory: Path | None) -> None:
     """Write the JSON Schema and AsyncAPI files of every message kind."""
+    from contracts import schema as contract_schema  # pydantic: on demand
+
+    directory = directory or contract_schema.PACKAGE_DIRECTORY
     if check:
         stale = contract_schema.check(directory)
         for name in stale:
@@ -208,3 +273,8 @@ for command in (
 def main() -> None:
     """The `flowctl` entry point."""
     flowctl(prog_name="flowctl")
+
+
+def worker_main(args: list[str] | None = None) -> None:
+    """`python -m service`: `flowctl worker` alone, with exactly its options."""
+    worker.main(args, prog_name="python -m service")

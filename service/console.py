@@ -5,16 +5,19 @@ Everything but `progress` is a pure function from values to text. Colour comes f
 output is not a terminal (or the context says no colour).
 """
 
-import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 import click
+
+if TYPE_CHECKING:
+    import asyncio
 
 Styler = Callable[[str], str]
 
@@ -39,6 +42,22 @@ _STATUS_COLOURS: Final[Mapping[str, tuple[str, bool]]] = {
     "error": ("red", True),
 }
 _SPINNER: Final = "|/-\\"
+
+
+class ColourChoice:
+    """The colour choice of this command line (`--color`/`--no-color`, NO_COLOR).
+
+    Kept here because an error is reported after click's context is gone.
+    """
+
+    chosen: bool | None = None
+
+    @classmethod
+    def allows(cls) -> bool | None:
+        """False when colour was turned off; None lets each stream decide."""
+        if cls.chosen is not None:
+            return cls.chosen
+        return False if os.environ.get("NO_COLOR") else None
 
 
 def status(text: str, *, like: str | None = None) -> str:
@@ -187,7 +206,9 @@ class Progress:
         self._stream.write("\r\x1b[K")
         self._stream.flush()
 
-    async def run_until(self, stop: asyncio.Event, *, every: float = 0.2) -> None:
+    async def run_until(self, stop: "asyncio.Event", *, every: float = 0.2) -> None:
+        import asyncio  # only a command that waits draws; --help needs no event loop
+
         while not stop.is_set():
             self.draw()
             with contextlib.suppress(TimeoutError):
@@ -206,9 +227,12 @@ async def progress(
     """
     target = stream or sys.stderr
     meter = Progress(label, target)
-    if not target.isatty():
+    # Redrawing a line takes ANSI control codes: none without a terminal or colour.
+    if not target.isatty() or ColourChoice.allows() is False:
         yield meter
         return
+    import asyncio  # as in `run_until`
+
     stop = asyncio.Event()
     # A plain task, awaited below: a TaskGroup would wrap the block's own errors.
     drawing = asyncio.create_task(meter.run_until(stop))

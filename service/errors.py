@@ -3,7 +3,9 @@
 ```
 FlowError                  base class; never raised directly
 ├── FlowDefinitionError    a flow fails validation at      the worker refuses to start
-│                          start
+│                          start                           (exit 1)
+├── SettingsError          a setting the worker can't use  the worker refuses to start
+│                          (HEALTH_PORT in use)            (exit 2)
 ├── ExpressionError        an expression does not parse    When: step Skipped with the
 │                          or cannot be evaluated          trace; inputs: step Failed
 ├── BadMessageError        not JSON, schema-invalid,       dead-lettered at once
@@ -43,6 +45,17 @@ class FlowDefinitionError(FlowError):
         self.problem = problem
         where = f"flow '{flow}'" + (f", step '{step}'" if step else "")
         super().__init__(f"{where}: {problem}")
+
+
+class SettingsError(FlowError):
+    """A setting the worker can't use (a busy HEALTH_PORT): it refuses to start."""
+
+    reason = "bad_setting"
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"{setting} {problem}")
 
 
 class ExpressionError(FlowError):

@@ -6,11 +6,13 @@ and a Prometheus scraper need no framework.
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
 from service import metrics
+from service.errors import SettingsError
 
 Probe = Callable[[], Awaitable[str | None]]
 """Why the worker is not ready, or None when it is."""
@@ -34,19 +36,41 @@ class Answer:
     content_type: str = _TEXT
 
 
-async def serve_until(
-    stop: asyncio.Event, *, host: str, port: int, ready: Probe
-) -> None:
-    """Answer probes and scrapes on `host:port` until `stop` is set."""
+async def listen(*, host: str, port: int, ready: Probe) -> asyncio.Server:
+    """The health server, listening on `host:port` (serve it with `serve_until`).
+
+    Raises:
+        SettingsError: the port is in use, or may not be opened (HEALTH_PORT).
+    """
 
     async def on_connection(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await _exchange(reader, writer, ready)
 
-    server = await asyncio.start_server(on_connection, host=host, port=port)
+    try:
+        return await asyncio.start_server(on_connection, host=host, port=port)
+    except OSError as exc:
+        raise SettingsError("HEALTH_PORT", _cannot_listen(port, exc)) from None
+
+
+async def serve_until(stop: asyncio.Event, server: asyncio.Server) -> None:
+    """Answer probes and scrapes on `server` until `stop` is set, then close it."""
     async with server:
         await stop.wait()
+
+
+def _cannot_listen(port: int, exc: OSError) -> str:
+    match exc.errno:
+        case errno.EADDRINUSE:
+            return (
+                f"{port} is in use: another process listens there (choose a free "
+                "port, or 0 to turn the health port off)"
+            )
+        case errno.EACCES:
+            return f"{port} may not be opened by this user (permission denied)"
+        case _:
+            return f"{port} can't be opened: {exc.strerror or exc}"
 
 
 async def answer(method: str, path: str, ready: Probe) -> Answer:

@@ -4,6 +4,9 @@ A `Target` holds the plain values every command needs (from `Settings` and the c
 line). Writes are control requests answered on `reply_to`, reads query MongoDB, and
 dead letters are read from the broker. Errors: `UnavailableError` (a server can't be
 reached, no reply in time), `NotFoundError`, `TopologyMissingError`.
+
+The broker's client (aio-pika) and the wire contracts are imported by the functions
+that talk to the broker, so a read command loads MongoDB's driver alone.
 """
 
 import asyncio
@@ -12,14 +15,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from pydantic import BaseModel
-
-from contracts import Reply
-from service.adapters.amqp.control import control_client
-from service.adapters.amqp.deadletters import DeadLetterQueue, dead_letter_queue
-from service.adapters.amqp.topology import Names
 from service.adapters.mongo.client import MongoStores
 from service.adapters.mongo.oneshot import opened
 from service.adapters.mongo.queries import RunDetail
@@ -27,10 +24,21 @@ from service.engine.manifest import from_manifest
 from service.engine.model import Flow, RunId, RunStatus
 from service.engine.records import FlowRecord, RunRecord
 from service.errors import UnavailableError, UnknownReferenceError
-from service.views import FlowView
+from service.flow_views import FlowView
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from contracts import Reply
+    from service.adapters.amqp.deadletters import (
+        DeadLetterQueue,
+    )
+    from service.adapters.amqp.topology import Names
 
 POLL_EVERY: Final = 0.5
 """Seconds between two reads of a run that is awaited."""
+EVERY_LETTER: Final = 1 << 62
+"""A browse limit no queue reaches."""
 
 
 class NotFoundError(UnknownReferenceError):
@@ -67,20 +75,24 @@ class Target:
     connect_timeout: timedelta = timedelta(seconds=10)
 
     @property
-    def names(self) -> Names:
+    def names(self) -> "Names":
+        from service.adapters.amqp.topology import Names  # the broker's, on demand
+
         return Names(self.prefix)
 
 
 async def request(
     target: Target,
     routing_key: str,
-    body: BaseModel,
+    body: "BaseModel",
     *,
     kind: str,
     within: timedelta,
     message_id: str | None = None,
-) -> Reply:
+) -> "Reply":
     """Publish one control request and return the worker's reply."""
+    from service.adapters.amqp.control import control_client
+
     async with control_client(
         target.amqp_url, target.names, connect_timeout=target.connect_timeout
     ) as client:
@@ -98,26 +110,60 @@ async def database(target: Target) -> AsyncIterator[MongoStores]:
 
 
 @contextlib.asynccontextmanager
-async def dead_letters(target: Target) -> AsyncIterator[DeadLetterQueue]:
+async def dead_letters(target: Target) -> AsyncIterator["DeadLetterQueue"]:
+    from service.adapters.amqp.deadletters import dead_letter_queue
+
     async with dead_letter_queue(
         target.amqp_url, target.names, connect_timeout=target.connect_timeout
     ) as queue:
         yield queue
 
 
-async def find_run(stores: MongoStores, ref: str, *, where: str) -> RunDetail:
-    """The run with id `ref`, else the one run whose id, job id or key starts so."""
-    detail = await stores.queries.run_detail(RunId(ref))
-    if detail is not None:
-        return detail
-    found, total = await stores.queries.find_runs(text=ref, limit=2)
+async def resolve_run(stores: MongoStores, ref: str, *, where: str) -> RunRecord:
+    """The run `ref` names.
+
+    Its id, else the one run whose id, job id or idempotency key starts so.
+
+    Raises:
+        NotFoundError: no run, or more than one, matches.
+    """
+    found = await stores.queries.run(RunId(ref))
+    if found is not None:
+        return found
+    matches, total = await stores.queries.find_runs(text=ref, limit=2)
     if total == 1:
-        detail = await stores.queries.run_detail(found[0].run_id)
-        if detail is not None:
-            return detail
+        return matches[0]
     if total > 1:
         raise NotFoundError("single run", ref, where=f"{where}: {total} runs match")
     raise NotFoundError("run", ref, where=where)
+
+
+async def find_run(stores: MongoStores, ref: str, *, where: str) -> RunDetail:
+    """The run `ref` names (as `resolve_run`), in full."""
+    run = await resolve_run(stores, ref, where=where)
+    detail = await stores.queries.run_detail(run.run_id)
+    if detail is None:  # deleted in between, by retention
+        raise NotFoundError("run", ref, where=where)
+    return detail
+
+
+async def resolve_flow(
+    stores: MongoStores, ref: str, *, where: str, trigger_key: str | None = None
+) -> FlowView:
+    """The stored flow `ref` names (an id or a name) and, if given, its trigger.
+
+    Raises:
+        NotFoundError: no such flow, or the flow has no trigger `trigger_key`.
+    """
+    view = await find_flow(stores, ref, where=where)
+    if trigger_key is None or view.flow is None or trigger_key in view.flow.triggers:
+        return view
+    known = ", ".join(view.flow.triggers) or "none"
+    raise NotFoundError(
+        "trigger",
+        trigger_key,
+        where=f"on flow '{view.record.name}' (its triggers: {known})",
+    )
 
 
 async def wait_for_run(
@@ -186,9 +232,11 @@ async def find_runs(
     text: str | None,
     skip: int,
     limit: int,
+    source: RunId | None = None,
 ) -> tuple[list[RunRecord], int]:
     flow_id = None if flow is None else await flow_id_of(stores, flow)
     return await stores.queries.find_runs(
+        source=source,
         flow=flow_id,
         status=status,
         since=since,

@@ -2,6 +2,9 @@
 
 One pass is `tick()`; `run_until(stop)` repeats it, waiting on the stop event between
 passes. Replicas need no leader: every action is claimed or guarded in the store.
+Retention deletes one batch of expired runs at the first pass and then every
+`retention_every`; a full batch means more are waiting, so the next pass takes the next
+batch at once, until a batch comes back short.
 """
 
 import asyncio
@@ -26,6 +29,9 @@ class SchedulerOptions:
     retention: timedelta | None = None
     """Delete runs completed longer ago than this; None keeps them forever."""
     retention_every: timedelta = timedelta(hours=1)
+    """Pause between two retention sweeps that found fewer runs than a batch."""
+    retention_batch: int = 1000
+    """Runs deleted by one sweep (with everything they own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,7 @@ class Scheduler:
         self._options = options
         self._last_reconcile: datetime | None = None
         self._last_purge: datetime | None = None
+        self._purge_behind = False
 
     async def tick(self) -> TickReport:
         """One pass: fire due timers and cron ticks and, when due, repair and purge."""
@@ -63,15 +70,21 @@ class Scheduler:
         if self._due(self._last_reconcile, self._options.reconcile_every):
             self._last_reconcile = now
             repairs = await self._orchestrator.reconcile(limit=self._options.batch)
-        retention = self._options.retention
-        if retention is not None and self._due(
-            self._last_purge, self._options.retention_every
+        if self._options.retention is not None and (
+            self._purge_behind
+            or self._due(self._last_purge, self._options.retention_every)
         ):
+            purged = await self._purge(now - self._options.retention)
             self._last_purge = now
-            purged = await rt.stores.purge(before=now - retention, limit=1000)
-            if purged:
-                log.info("runs_purged", count=purged)
         return TickReport(len(timers), fires, repairs, purged)
+
+    async def _purge(self, before: datetime) -> int:
+        batch = self._options.retention_batch
+        purged = await self._runtime.stores.purge(before=before, limit=batch)
+        self._purge_behind = purged >= batch
+        if purged:
+            log.info("runs_purged", count=purged, more=self._purge_behind)
+        return purged
 
     def _due(self, last: datetime | None, every: timedelta) -> bool:
         return last is None or self._runtime.clock.now() - last >= every

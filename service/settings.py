@@ -174,6 +174,14 @@ class Settings(BaseSettings):
         None,
         description="Delete runs completed longer ago than this; empty keeps them.",
     )
+    retention_interval: Seconds = Field(
+        timedelta(hours=1),
+        description=(
+            "With `RETENTION` set: how often each worker deletes expired runs, "
+            "1,000 runs a sweep (with all they own); a full sweep is followed at "
+            "once by the next, until one comes back short."
+        ),
+    )
     worker_id: str = Field(
         default_factory=_worker_id,
         min_length=1,
@@ -235,6 +243,8 @@ class Settings(BaseSettings):
     def _coherent(self) -> Self:
         if self.scheduler_interval <= timedelta(0):
             raise ValueError("scheduler_interval must be positive")
+        if self.retention_interval <= timedelta(0):
+            raise ValueError("retention_interval must be positive")
         if not timedelta(0) < self.step_heartbeat < self.step_lease:
             raise ValueError("step_heartbeat must be positive and below step_lease")
         return self

@@ -1,37 +1,28 @@
-"""What `flowctl` shows: runs, flows, replies and dead letters as text and as JSON.
+"""What `flowctl` shows of runs and replies, as text and as JSON; shared helpers.
 
 Pure functions of records (no I/O, no clock: `now` is an argument); `console` draws the
 tables and colours. The JSON forms are plain dicts for `json.dumps(..., default=str)`.
+Flows and schedules are drawn by `flow_views`, dead letters by `letter_views`.
 """
 
-import base64
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Final
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
 
-from contracts import Reply
 from service import console
-from service.adapters.amqp.deadletters import DeadLetter, Replayed
-from service.adapters.mongo.queries import RunDetail
-from service.engine.model import Flow, RunAfter, Step, StepStatus
-from service.engine.records import Event, FlowRecord, RunRecord, Schedule, StepRecord
+from service.engine.model import StepStatus
+from service.engine.records import Event, RunRecord, StepRecord, Waiter
+from service.step_rows import NOT_STARTED, StepLine, error_line, step_lines
+
+if TYPE_CHECKING:
+    from contracts import Reply
+    from service.adapters.mongo.queries import RunDetail
 
 RUN_COLUMNS: Final = ("RUN ID", "FLOW", "STATUS", "STARTED", "DURATION", "TRIGGER")
 SHORT: Final = 48
 """Width of an error or an output in a table cell."""
-_STATUS_ORDER: Final = {status: i for i, status in enumerate(StepStatus)}
-
-
-@dataclass(frozen=True, slots=True)
-class FlowView:
-    """A stored flow, its manifest read back (None if unreadable) and its schedules."""
-
-    record: FlowRecord
-    flow: Flow | None
-    schedules: list[Schedule] = field(default_factory=list)
 
 
 def dumps(value: object) -> str:
@@ -90,40 +81,68 @@ def runs_json(
     }
 
 
-def run_text(detail: RunDetail, *, now: datetime, events: int = 0) -> str:
-    """The run's header, its steps, attempts of steps tried more than once, events.
+def run_text(
+    detail: "RunDetail", *, now: datetime, events: int = 0, iterations: bool = False
+) -> str:
+    """The run's header, steps in DAG order, attempts of retried steps, events.
 
-    `events` keeps the latest that many events (0: all).
+    `events` keeps the latest that many events (0: all); `iterations` lists every
+    ForEach iteration instead of one line per body step.
     """
-    parts = [_run_header(detail.run, now=now)]
-    steps = _steps_table(detail.steps, now=now) if detail.steps else "(none)"
-    parts.append(_section("Steps", steps))
+    parts = [_run_header(detail, now=now)]
+    lines = step_lines(detail.flow, detail.steps, detail.waiters, iterations=iterations)
+    steps = _steps_table(lines, now=now) if lines else "(none)"
+    parts.append(section("Steps", steps))
     parts.extend(
-        _section(f"Attempts of {step.key}", _attempts_table(step, now=now))
-        for step in detail.steps
-        if len(step.attempts) > 1
+        section(f"Attempts of {line.row.key}", _attempts_table(line.row, now=now))
+        for line in lines
+        if line.row is not None and len(line.row.attempts) > 1
     )
+    if detail.derived:
+        parts.append(section("Derived runs", _derived_table(detail, now=now)))
     shown = detail.events[-events:] if events > 0 else detail.events
     title = "Events"
     if len(shown) < len(detail.events):
         title += f" (latest {len(shown)} of {len(detail.events)})"
-    parts.append(_section(title, _events_table(shown)))
+    parts.append(section(title, _events_table(shown)))
     return "\n\n".join(parts)
 
 
-def _section(title: str, body: str) -> str:
+def section(title: str, body: str) -> str:
     return f"{console.bold(title)}\n{body}"
 
 
-def run_json(detail: RunDetail) -> dict[str, Any]:
+def run_json(detail: "RunDetail") -> dict[str, Any]:
     return {
         "run": record_json(detail.run),
         "steps": [record_json(step) for step in detail.steps],
         "events": [record_json(event) for event in detail.events],
+        "waits": [
+            {
+                "step_key": w.step_key,
+                "signal": w.signal,
+                "since": w.created_at,
+                "expires_at": w.expires_at,
+            }
+            for w in detail.waiters
+            if w.delivered_at is None
+        ],
+        "derived_runs": [_lineage_json(run) for run in detail.derived],
+        "derived_total": detail.derived_total,
     }
 
 
-def _run_header(run: RunRecord, *, now: datetime) -> str:
+def _lineage_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "started_at": run.started_at,
+        "completed_at": run.completed_at,
+    }
+
+
+def _run_header(detail: "RunDetail", *, now: datetime) -> str:
+    run = detail.run
     pairs = [
         ("run", console.bold(run.run_id)),
         ("flow", f"{run.flow_name} ({run.flow_id})"),
@@ -133,7 +152,7 @@ def _run_header(run: RunRecord, *, now: datetime) -> str:
         ("idempotency", run.idempotency_key or ""),
         ("started", console.instant(run.started_at)),
         ("completed", console.instant(run.completed_at)),
-        ("duration", console.elapsed(run.started_at, run.completed_at, now=now)),
+        ("duration", run_duration(run, detail.events, now=now)),
     ]
     if run.deadline_at is not None:
         pairs.append(("deadline", console.instant(run.deadline_at)))
@@ -143,26 +162,116 @@ def _run_header(run: RunRecord, *, now: datetime) -> str:
         pairs.append(("cancelled", run.cancel_reason or "yes"))
     if run.source_run_id is not None:
         pairs.append(("source run", run.source_run_id))
+    if detail.derived_total:
+        newest = ", ".join(derived.run_id for derived in detail.derived[:3])
+        more = detail.derived_total - min(3, len(detail.derived))
+        pairs.append(("derived runs", newest + (f" and {more} more" if more else "")))
     return console.fields(pairs)
 
 
-def _steps_table(steps: Iterable[StepRecord], *, now: datetime) -> str:
+def run_duration(run: RunRecord, events: Sequence[Event], *, now: datetime) -> str:
+    """How long the run has been open.
+
+    A run reopened by a retry counts only the time it was open, and says over how long
+    a span.
+    """
+    spans: list[tuple[datetime, datetime | None]] = []
+    opened: datetime | None = run.started_at
+    for event in sorted(events, key=lambda e: e.at):
+        if event.type == "run.completed" and opened is not None:
+            spans.append((opened, event.at))
+            opened = None
+        elif event.type == "step.retried" and opened is None:
+            opened = event.at
+    if opened is not None:
+        spans.append((opened, None))
+    if len(spans) <= 1:
+        return console.elapsed(run.started_at, run.completed_at, now=now)
+    running = sum(((end or now) - start for start, end in spans), timedelta())
+    span = (run.completed_at or now) - run.started_at
+    ongoing = "+" if run.completed_at is None else ""
+    reopened = len(spans) - 1
+    return (
+        f"{console.seconds(running)}{ongoing} open, over {console.seconds(span)}"
+        f"{ongoing} (reopened {reopened} time{'s' if reopened > 1 else ''} by a retry)"
+    )
+
+
+def _steps_table(lines: Sequence[StepLine], *, now: datetime) -> str:
+    rows = [_step_cells(line, now=now) for line in lines]
+    headers = ["KEY", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "ERROR", "OUTPUT"]
+    return console.table(headers, rows, styles={2: _status_cell})
+
+
+def _step_cells(line: StepLine, *, now: datetime) -> list[str]:
+    if line.is_group:
+        counts = ", ".join(f"{n} {status}" for status, n in line.counts().items())
+        failed = [r.error for r in line.group if r.status is StepStatus.FAILED]
+        starts = [r.started_at for r in line.group if r.started_at is not None]
+        ends = [r.completed_at for r in line.group]
+        end = None if not ends or None in ends else max(e for e in ends if e)
+        return [
+            line.key,
+            line.type,
+            counts or NOT_STARTED,
+            str(sum(r.attempt for r in line.group)),
+            console.elapsed(min(starts), end, now=now) if starts else "",
+            console.shorten(error_line(failed[0] if failed else None), SHORT),
+            "",
+        ]
+    row = line.row
+    if row is None:
+        return [line.key, line.type, NOT_STARTED, "", "", "", ""]
+    return [
+        line.key,
+        line.type,
+        row.status,
+        str(row.attempt),
+        console.elapsed(row.started_at, row.completed_at, now=now),
+        console.shorten(error_line(row.error), SHORT),
+        _wait(line.waiter, now=now)
+        if line.waiter is not None and row.status is StepStatus.PENDING
+        else _output(row),
+    ]
+
+
+def _status_cell(text: str) -> str:
+    if text == NOT_STARTED:
+        return console.dim(text)
+    first = text.split(",")[0].split()
+    # A group's counts are coloured as their first status; a step's as itself.
+    return console.status(text, like=first[-1] if len(first) == 2 else None)
+
+
+def _wait(waiter: Waiter, *, now: datetime) -> str:
+    text = f"waits for signal '{waiter.signal}'"
+    if waiter.expires_at is None:
+        return text + " (no deadline)"
+    left = console.seconds(waiter.expires_at - now)
+    return f"{text} until {console.instant(waiter.expires_at)} (in {left})"
+
+
+def _output(row: StepRecord) -> str:
+    if row.output is None:
+        return ""
+    return console.shorten(_compact(row.output), SHORT)
+
+
+def _derived_table(detail: "RunDetail", *, now: datetime) -> str:
     rows = [
         [
-            step.key,
-            step.type,
-            step.status,
-            str(step.attempt),
-            console.elapsed(step.started_at, step.completed_at, now=now),
-            console.shorten(step.error, SHORT),
-            ""
-            if step.output is None
-            else console.shorten(_compact(step.output), SHORT),
+            run.run_id,
+            run.status,
+            console.instant(run.started_at),
+            console.elapsed(run.started_at, run.completed_at, now=now),
         ]
-        for step in steps
+        for run in detail.derived
     ]
-    headers = ["KEY", "TYPE", "STATUS", "ATTEMPTS", "DURATION", "ERROR", "OUTPUT"]
-    return console.table(headers, rows, styles={2: console.status})
+    body = console.table(["RUN ID", "STATUS", "STARTED", "DURATION"], rows)
+    if detail.derived_total > len(detail.derived):
+        more = f"newest {len(detail.derived)} of {detail.derived_total}: "
+        body += "\n" + console.dim(f"{more}flowctl runs --source {detail.run.run_id}")
+    return body
 
 
 def _attempts_table(step: StepRecord, *, now: datetime) -> str:
@@ -173,7 +282,7 @@ def _attempts_table(step: StepRecord, *, now: datetime) -> str:
             attempt.status,
             console.instant(attempt.started_at),
             console.elapsed(attempt.started_at, attempt.completed_at, now=now),
-            console.shorten(attempt.error, SHORT),
+            console.shorten(error_line(attempt.error), SHORT),
         ]
         for attempt in step.attempts
     ]
@@ -201,148 +310,10 @@ def _compact(value: object) -> str:
     return console.compact_json(value)
 
 
-# -- flows -----------------------------------------------------------------------
-
-
-def flows_text(views: Sequence[FlowView], *, now: datetime) -> str:
-    if not views:
-        return "no flows stored: has a worker started on this database?"
-    rows = [
-        [
-            view.record.name,
-            view.record.flow_id,
-            view.record.version,
-            "yes" if view.record.enabled else "no",
-            _triggers(view),
-        ]
-        for view in views
-    ]
-    parts = [
-        console.table(
-            ["NAME", "ID", "VERSION", "ENABLED", "TRIGGERS"],
-            rows,
-            styles={3: _enabled},
-        )
-    ]
-    schedules = [(view, s) for view in views for s in view.schedules]
-    if schedules:
-        parts.append(_section("Schedules", schedules_text(schedules, now=now)))
-    return "\n\n".join(parts)
-
-
-def schedules_text(
-    schedules: Sequence[tuple[FlowView, Schedule]], *, now: datetime
-) -> str:
-    rows = [
-        [
-            view.record.name,
-            schedule.trigger_key,
-            schedule.cron,
-            schedule.cron_override or "",
-            "yes" if schedule.paused else "no",
-            _next_fire(schedule, now=now),
-        ]
-        for view, schedule in schedules
-    ]
-    headers = ["FLOW", "TRIGGER", "CRON", "OVERRIDE", "PAUSED", "NEXT FIRE (UTC)"]
-    return console.table(headers, rows, styles={4: _paused})
-
-
-def flows_json(views: Sequence[FlowView]) -> list[dict[str, Any]]:
-    return [flow_json(view) for view in views]
-
-
-def flow_json(view: FlowView) -> dict[str, Any]:
-    schedules: dict[str, Schedule] = {s.trigger_key: s for s in view.schedules}
-    triggers = []
-    for key, trigger in (view.flow.triggers if view.flow else {}).items():
-        schedule = schedules.get(key)
-        triggers.append(
-            {
-                "key": key,
-                "type": trigger.type.value,
-                "cron": trigger.cron,
-                "schedule": None if schedule is None else record_json(schedule),
-            }
-        )
-    return {
-        "id": view.record.flow_id,
-        "name": view.record.name,
-        "version": view.record.version,
-        "enabled": view.record.enabled,
-        "updated_at": view.record.updated_at,
-        "triggers": triggers,
-        "manifest": dict(view.record.manifest),
-    }
-
-
-def flow_text(view: FlowView, *, now: datetime) -> str:
-    record = view.record
-    header = console.fields(
-        [
-            ("flow", console.bold(record.name)),
-            ("id", record.flow_id),
-            ("version", record.version),
-            ("enabled", _enabled("yes" if record.enabled else "no")),
-            ("triggers", _triggers(view)),
-        ]
-    )
-    if view.flow is None:
-        return header + "\n\n(the stored manifest can't be read)"
-    rows = [[key, step.type, _run_after(step)] for key, step in view.flow.walk()]
-    parts = [
-        header,
-        _section("Steps", console.table(["KEY", "TYPE", "RUN AFTER"], rows)),
-    ]
-    if view.schedules:
-        pairs = [(view, s) for s in view.schedules]
-        parts.append(_section("Schedules", schedules_text(pairs, now=now)))
-    return "\n\n".join(parts)
-
-
-def _triggers(view: FlowView) -> str:
-    if view.flow is None:
-        return "?"
-    return ", ".join(
-        f"{key} ({trigger.type.value.lower()})"
-        for key, trigger in view.flow.triggers.items()
-    )
-
-
-def _run_after(step: Step) -> str:
-    if step.is_entry and not step.conditions:
-        return "(entry)"
-    return "; ".join(
-        f"{dep or '(entry)'}: {_condition(condition)}"
-        for dep, condition in step.conditions.items()
-    )
-
-
-def _condition(condition: RunAfter) -> str:
-    ordered = sorted(condition.statuses, key=_STATUS_ORDER.__getitem__)
-    text = "/".join(status.value for status in ordered) or "any"
-    return f"{text} when {condition.when}" if condition.when else text
-
-
-def _next_fire(schedule: Schedule, *, now: datetime) -> str:
-    if schedule.next_fire_at is None:
-        return ""
-    until = console.seconds(schedule.next_fire_at - now)
-    return f"{console.instant(schedule.next_fire_at)} (in {until})"
-
-
-def _enabled(text: str) -> str:
-    return console.status(text, like="succeeded" if text == "yes" else "failed")
-
-
-def _paused(text: str) -> str:
-    return console.status(text, like="pending") if text == "yes" else text
-
-
 # -- replies ---------------------------------------------------------------------
 
 
-def reply_text(reply: Reply) -> str:
+def reply_text(reply: "Reply") -> str:
     pairs = [("status", console.status(reply.status)), ("message", reply.message)]
     if reply.run_id:
         pairs.append(("run id", reply.run_id))
@@ -358,110 +329,3 @@ def _value(value: object) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else _compact(value)
-
-
-# -- dead letters ----------------------------------------------------------------
-
-
-def letters_text(letters: Sequence[DeadLetter], total: int, *, queue: str) -> str:
-    if not letters:
-        return f"no dead letters in {queue}"
-    rows = [
-        [
-            letter.letter_id,
-            letter.type or "",
-            letter.reason or "",
-            console.shorten(letter.detail, SHORT),
-            letter.routing_key or "",
-        ]
-        for letter in letters
-    ]
-    body = console.table(
-        ["MESSAGE ID", "TYPE", "REASON", "DETAIL", "ROUTING KEY"],
-        rows,
-        styles={2: _reason},
-    )
-    return (
-        f"{body}\n{console.dim(f'{len(letters)} of {total} dead letters in {queue}')}"
-    )
-
-
-def letter_text(letter: DeadLetter) -> str:
-    pairs = [
-        ("message id", console.bold(letter.letter_id)),
-        ("type", letter.type or ""),
-        ("reason", _reason(letter.reason or "")),
-        ("detail", letter.detail or ""),
-        ("routing key", letter.routing_key or ""),
-        ("exchange", "(default)" if letter.exchange == "" else letter.exchange or ""),
-        ("returns", str(letter.returns)),
-    ]
-    return "\n\n".join(
-        [
-            console.fields(pairs),
-            _section("Headers", _mapping(letter.headers)),
-            _section("Properties", _mapping(letter.properties)),
-            _section(f"Body ({len(letter.body)} bytes)", _body_text(letter.body)),
-        ]
-    )
-
-
-def letters_json(
-    letters: Sequence[DeadLetter], total: int, *, queue: str
-) -> dict[str, Any]:
-    return {
-        "queue": queue,
-        "total": total,
-        "items": [letter_json(one) for one in letters],
-    }
-
-
-def letter_json(letter: DeadLetter) -> dict[str, Any]:
-    data = record_json(letter)
-    data.pop("body")
-    try:
-        data["body"] = letter.body.decode("utf-8")
-        data["body_encoding"] = "utf-8"
-    except UnicodeDecodeError:
-        data["body"] = base64.b64encode(letter.body).decode("ascii")
-        data["body_encoding"] = "base64"
-    return data
-
-
-def replayed_text(result: Replayed) -> str:
-    lines = [
-        f"replayed {one.letter_id} ({one.type or '?'} -> {one.routing_key or '?'})"
-        for one in result.replayed
-    ]
-    lines.extend(
-        f"left {letter.letter_id} in the queue: {problem}"
-        for letter, problem in result.failed
-    )
-    lines.append(
-        console.dim(f"{len(result.replayed)} replayed, {len(result.failed)} failed")
-    )
-    return "\n".join(lines)
-
-
-def _reason(text: str) -> str:
-    return console.status(text, like="failed")
-
-
-def _mapping(values: Mapping[str, object]) -> str:
-    if not values:
-        return "(none)"
-    return console.fields(
-        (name, value if isinstance(value, str) else _compact(value))
-        for name, value in values.items()
-    )
-
-
-def _body_text(body: bytes) -> str:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return f"(not UTF-8) {body[:64].hex(' ')}{' …' if len(body) > 64 else ''}"
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except ValueError:
-        return text or "(empty)"

@@ -3,28 +3,32 @@
 Commands build a `Target` from `Settings()` and the group's options, run one coroutine
 with the drivers' own log lines silenced, and fail with a `CommandError` (one line on
 stderr, an exit code) or a `RefusedReplyError` when a worker answers no.
+
+Importing this module (and every command module) costs little more than click: the
+drivers, pydantic and the wire contracts are imported inside the functions that use
+them, so `flowctl --help` and a read command load only what they need.
 """
 
-import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
-from pydantic import BaseModel, ValidationError
 
-from contracts import Reply
-from service import console, operations, views
-from service.adapters.amqp.topology import control_routing_key
-from service.adapters.clock import SystemClock
-from service.settings import Settings
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+    from contracts import Reply
+    from service.flow_views import FlowView
+    from service.operations import Target
+    from service.settings import Settings
 
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel")
 
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
@@ -43,7 +47,7 @@ class RefusedReplyError(click.ClickException):
 
     exit_code = EXIT_FAILED
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: "Reply") -> None:
         super().__init__(f"{reply.status}: {reply.message}")
         self.reply = reply
 
@@ -58,7 +62,9 @@ class Overrides:
     database: str | None = None
     traceback: bool = False
 
-    def settings(self) -> Settings:
+    def settings(self) -> "Settings":
+        from service.settings import Settings  # pydantic, on demand
+
         given: dict[str, Any] = {
             "amqp_url": self.amqp_url,
             "amqp_prefix": self.prefix,
@@ -68,10 +74,12 @@ class Overrides:
         return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
-def target(ctx: click.Context) -> operations.Target:
+def target(ctx: click.Context) -> "Target":
     """Where the workers are, from `Settings()` and the group's options."""
+    from service.operations import Target  # the drivers, on demand
+
     settings = (ctx.find_object(Overrides) or Overrides()).settings()
-    return operations.Target(
+    return Target(
         amqp_url=settings.amqp_url.get_secret_value(),
         prefix=settings.amqp_prefix,
         mongodb_url=settings.mongodb_url.get_secret_value(),
@@ -80,8 +88,51 @@ def target(ctx: click.Context) -> operations.Target:
     )
 
 
+def resolve_run(ctx: click.Context, ref: str) -> str:
+    """The id of the run `ref` names, as `flowctl run` reads it.
+
+    An id, its start, a job id or an idempotency key; else a `NotFoundError` (exit 1)
+    before anything is published, so an operator's typo never reaches a worker or the
+    dead-letter queue.
+    """
+    from service import operations  # the drivers, on demand
+
+    where = target(ctx)
+
+    async def look() -> str:
+        async with operations.database(where) as stores:
+            found = await operations.resolve_run(
+                stores, ref, where=f"in database '{where.database}'"
+            )
+            return found.run_id
+
+    return run(look())
+
+
+def resolve_flow(
+    ctx: click.Context, ref: str, *, trigger_key: str | None = None
+) -> "FlowView":
+    """The stored flow `ref` names (and its trigger), checked like `resolve_run`."""
+    from service import operations  # the drivers, on demand
+
+    where = target(ctx)
+
+    async def look() -> "FlowView":
+        async with operations.database(where) as stores:
+            return await operations.resolve_flow(
+                stores,
+                ref,
+                where=f"in database '{where.database}'",
+                trigger_key=trigger_key,
+            )
+
+    return run(look())
+
+
 def run(work: Coroutine[Any, Any, T]) -> T:
     """Run `work` on a new event loop, with the drivers' own log lines silenced."""
+    import asyncio  # only commands that do I/O need an event loop
+
     with _quiet_drivers():
         return asyncio.run(work)
 
@@ -101,23 +152,33 @@ def _quiet_drivers() -> Iterator[None]:
 
 
 def now() -> datetime:
+    from service.adapters.clock import SystemClock  # the one clock
+
     return SystemClock().now()
 
 
 def echo_json(value: object) -> None:
-    click.echo(views.dumps(value))
+    from service.views import dumps  # on demand
+
+    click.echo(dumps(value))
 
 
-def validation_summary(exc: ValidationError) -> str:
-    """The first few problems of `exc`, without the values."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
-        for error in exc.errors(include_url=False, include_input=False)[:3]
-    )
+def validation_summary(exc: "ValidationError", *, env: bool = False) -> str:
+    """The first few problems of `exc`, without the values.
+
+    `env` names each field as its environment variable (`HEALTH_PORT`).
+    """
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False)[:3]:
+        where = ".".join(str(part) for part in error["loc"]) or "value"
+        problems.append(f"{where.upper() if env else where}: {error['msg']}")
+    return "; ".join(problems)
 
 
 def message(model: type[M], **fields: Any) -> M:
     """The wire message, or a usage error saying which argument is wrong."""
+    from pydantic import ValidationError  # on demand
+
     try:
         return model(**fields)
     except ValidationError as exc:
@@ -150,20 +211,24 @@ def reply_options(function: Callable[..., T]) -> Callable[..., T]:
 def control(
     ctx: click.Context,
     kind: str,
-    body: BaseModel,
+    body: "BaseModel",
     *,
     timeout: float,
     as_json: bool,
     routing_key: str | None = None,
-) -> Reply:
-    """Publish a control request and print the reply.
+    echo: bool = True,
+) -> "Reply":
+    """Publish a control request and print the reply (`echo=False`: only a refusal).
 
     Raises:
         RefusedReplyError: the reply is not ok (after printing it with `as_json`).
     """
+    from service import console, operations, views  # on demand
+    from service.adapters.amqp.topology import control_routing_key
+
     where = target(ctx)
 
-    async def ask() -> Reply:
+    async def ask() -> "Reply":
         async with console.progress(f"waiting for the reply to {kind}"):
             return await operations.request(
                 where,
@@ -174,9 +239,9 @@ def control(
             )
 
     reply = run(ask())
-    if as_json:
+    if as_json and (echo or not reply.ok):
         echo_json(reply.model_dump(mode="json"))
-    elif reply.ok:
+    elif reply.ok and echo:
         click.echo(views.reply_text(reply))
     if not reply.ok:
         raise RefusedReplyError(reply)

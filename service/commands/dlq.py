@@ -1,10 +1,15 @@
 """`flowctl dlq`: list, show, replay and purge the dead-letter queue `<prefix>.dead`."""
 
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
 import click
 
-from service import console, operations, views
-from service.adapters.amqp.deadletters import DeadLetter, Replayed
 from service.commands.common import CommandError, echo_json, run, target
+
+if TYPE_CHECKING:
+    from service.adapters.amqp.answers import ReplayOutcome
+    from service.adapters.amqp.deadletters import DeadLetter
 
 
 @click.group()
@@ -12,23 +17,45 @@ def dlq() -> None:
     """The dead-letter queue: list, show, replay, purge."""
 
 
+def _filters(function: click.decorators.FC) -> click.decorators.FC:
+    function = click.option(
+        "--kind", metavar="TYPE", help="Only letters of this type (trigger, signal...)."
+    )(function)
+    return click.option(
+        "--reason", metavar="REASON", help="Only letters dead for this reason."
+    )(function)
+
+
 @dlq.command("list")
+@_filters
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (bodies included).")
 @click.pass_context
-def browse(ctx: click.Context, *, limit: int, as_json: bool) -> None:
-    """List dead letters in queue order; they stay in the queue."""
+def browse(
+    ctx: click.Context,
+    *,
+    reason: str | None,
+    kind: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List dead letters in queue order; they stay in the queue, unchanged."""
+    from service import letter_views, operations
+    from service.adapters.amqp.deadletters import Selection
+
     where = target(ctx)
+    wanted = Selection(reason=reason, kind=kind)
 
-    async def read() -> tuple[tuple[list[DeadLetter], int], str]:
+    async def read() -> tuple[list["DeadLetter"], str]:
         async with operations.dead_letters(where) as queue:
-            return await queue.browse(limit), queue.name
+            letters, _ = await queue.browse(operations.EVERY_LETTER)
+            return [one for one in letters if wanted.wants(one)], queue.name
 
-    (letters, total), name = run(read())
+    letters, name = run(read())
     if as_json:
-        echo_json(views.letters_json(letters, total, queue=name))
+        echo_json(letter_views.letters_json(letters[:limit], len(letters), queue=name))
     else:
-        click.echo(views.letters_text(letters, total, queue=name))
+        click.echo(letter_views.letters_text(letters[:limit], len(letters), queue=name))
 
 
 @dlq.command("show")
@@ -36,10 +63,12 @@ def browse(ctx: click.Context, *, limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def show(ctx: click.Context, message_id: str, *, as_json: bool) -> None:
-    """Show one dead letter: why it died, its headers and its body."""
+    """Show one dead letter: why it died, its headers and its body (unchanged)."""
+    from service import console, letter_views, operations
+
     where = target(ctx)
 
-    async def read() -> list[DeadLetter]:
+    async def read() -> list["DeadLetter"]:
         async with operations.dead_letters(where) as queue:
             return await queue.find(message_id)
 
@@ -47,37 +76,71 @@ def show(ctx: click.Context, message_id: str, *, as_json: bool) -> None:
     if not found:
         raise CommandError(f"no dead letter '{message_id}' in {where.names.dead}")
     if as_json:
-        echo_json(views.letter_json(found[0]))
+        echo_json(letter_views.letter_json(found[0]))
         return
-    click.echo(views.letter_text(found[0]))
+    click.echo(letter_views.letter_text(found[0]))
     if len(found) > 1:
         click.echo(console.dim(f"\n{len(found) - 1} more dead letter(s) with this id"))
 
 
 @dlq.command("replay")
 @click.argument("message_id", required=False)
-@click.option("--all", "every", is_flag=True, help="Replay every dead letter.")
+@click.option("--all", "every", is_flag=True, help="Replay every letter selected.")
+@_filters
+@click.option("--limit", type=click.IntRange(min=1), help="Replay at most N letters.")
+@click.option("--dry-run", is_flag=True, help="Change nothing; list what would go.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the workers' answers.",
+)
 @click.pass_context
-def replay(ctx: click.Context, message_id: str | None, *, every: bool) -> None:
-    """Republish a dead letter (or --all) to the ingress exchange, then remove it.
+def replay(
+    ctx: click.Context,
+    message_id: str | None,
+    *,
+    every: bool,
+    reason: str | None,
+    kind: str | None,
+    limit: int | None,
+    dry_run: bool,
+    timeout: float,
+) -> None:
+    """Republish dead letters to the ingress exchange, then remove them.
 
-    The original body, properties, type and routing key are kept (not reply_to); the
-    dead letter is acked only once the broker confirmed the republished message.
+    Give a MESSAGE_ID, or --all (narrowed by --reason, --kind and --limit). The
+    original body, properties, type and routing key are kept; a letter is acked only
+    once the broker confirmed its copy. Then each copy's fate is reported: answered
+    by a worker, dead-lettered again (with the new reason; exit 1), or no answer in
+    time (a run_step is never answered).
     """
     if every == (message_id is not None):
         raise click.UsageError("give a MESSAGE_ID or --all, not both or neither")
+    from service import console, letter_views, replays
+    from service.adapters.amqp.deadletters import Selection
+
     where = target(ctx)
+    wanted = Selection(letter_id=message_id, reason=reason, kind=kind, limit=limit)
+    within = timedelta(seconds=timeout)
 
-    async def republish() -> Replayed:
-        async with operations.dead_letters(where) as queue:
-            return await queue.replay(message_id)
+    async def republish() -> list["ReplayOutcome"]:
+        async with console.progress("waiting for the workers' answers"):
+            return await replays.replay_letters(
+                where, wanted, dry_run=dry_run, within=within
+            )
 
-    result = run(republish())
-    if message_id is not None and not result.replayed and not result.failed:
+    outcomes = run(republish())
+    if message_id is not None and not outcomes:
         raise CommandError(f"no dead letter '{message_id}' in {where.names.dead}")
-    click.echo(views.replayed_text(result))
-    if result.failed:
-        raise CommandError(f"{len(result.failed)} dead letter(s) not replayed")
+    click.echo(letter_views.replayed_text(outcomes))
+    wrong = [one for one in outcomes if one.went_wrong]
+    if wrong:
+        raise CommandError(
+            f"{len(wrong)} of {len(outcomes)} letter(s) not replayed well"
+        )
 
 
 @dlq.command("purge")
@@ -85,6 +148,8 @@ def replay(ctx: click.Context, message_id: str | None, *, every: bool) -> None:
 @click.pass_context
 def purge(ctx: click.Context, *, yes: bool) -> None:
     """Delete every dead letter."""
+    from service import operations
+
     where = target(ctx)
     if not yes:
         click.confirm(f"Delete every message in {where.names.dead}?", abort=True)

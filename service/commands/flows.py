@@ -4,18 +4,10 @@ List and show flows, enable and disable them; pause, resume, fire or re-time a c
 trigger. Listing reads MongoDB; every change is a control message a worker answers.
 """
 
-import click
-from pydantic import BaseModel
+from typing import TYPE_CHECKING
 
-from contracts.messages import (
-    DisableFlowMessage,
-    EnableFlowMessage,
-    PauseScheduleMessage,
-    ResumeScheduleMessage,
-    SetCronMessage,
-    TriggerScheduleNowMessage,
-)
-from service import operations, views
+import click
+
 from service.commands.common import (
     CommandError,
     control,
@@ -23,16 +15,21 @@ from service.commands.common import (
     message,
     now,
     reply_options,
+    resolve_flow,
     run,
     target,
 )
-from service.mermaid import to_mermaid
+
+if TYPE_CHECKING:
+    from service.flow_views import FlowView
 
 
-def _stored_flows(ctx: click.Context) -> list[views.FlowView]:
+def _stored_flows(ctx: click.Context) -> list["FlowView"]:
+    from service import operations  # MongoDB's driver: only when it runs
+
     where = target(ctx)
 
-    async def read() -> list[views.FlowView]:
+    async def read() -> list["FlowView"]:
         async with operations.database(where) as stores:
             return await operations.flow_views(stores)
 
@@ -49,11 +46,13 @@ def flows(ctx: click.Context, *, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    from service import flow_views
+
     found = _stored_flows(ctx)
     if as_json:
-        echo_json(views.flows_json(found))
+        echo_json(flow_views.flows_json(found))
     else:
-        click.echo(views.flows_text(found, now=now()))
+        click.echo(flow_views.flows_text(found, now=now()))
 
 
 @flows.command("show")
@@ -63,9 +62,12 @@ def flows(ctx: click.Context, *, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, flow: str, *, mermaid: bool, as_json: bool) -> None:
     """Show one flow (an id or a name): steps, triggers, schedules."""
+    from service import flow_views, operations
+    from service.mermaid import to_mermaid
+
     where = target(ctx)
 
-    async def read() -> views.FlowView:
+    async def read() -> "FlowView":
         async with operations.database(where) as stores:
             return await operations.find_flow(
                 stores, flow, where=f"in database '{where.database}'"
@@ -73,9 +75,9 @@ def show(ctx: click.Context, flow: str, *, mermaid: bool, as_json: bool) -> None
 
     view = run(read())
     if as_json:
-        echo_json(views.flow_json(view))
+        echo_json(flow_views.flow_json(view))
     elif not mermaid:
-        click.echo(views.flow_text(view, now=now()))
+        click.echo(flow_views.flow_text(view, now=now()))
     elif view.flow is None:
         raise CommandError(f"the stored manifest of flow '{flow}' can't be read")
     else:
@@ -88,6 +90,9 @@ def show(ctx: click.Context, flow: str, *, mermaid: bool, as_json: bool) -> None
 @click.pass_context
 def enable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> None:
     """Enable FLOW: its triggers start runs again."""
+    from contracts.messages import EnableFlowMessage
+
+    resolve_flow(ctx, flow)
     request = message(EnableFlowMessage, flow=flow)
     control(ctx, "enable_flow", request, timeout=timeout, as_json=as_json)
 
@@ -98,6 +103,9 @@ def enable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> N
 @click.pass_context
 def disable(ctx: click.Context, flow: str, *, timeout: float, as_json: bool) -> None:
     """Disable FLOW: its triggers and schedules start no run."""
+    from contracts.messages import DisableFlowMessage
+
+    resolve_flow(ctx, flow)
     request = message(DisableFlowMessage, flow=flow)
     control(ctx, "disable_flow", request, timeout=timeout, as_json=as_json)
 
@@ -109,6 +117,8 @@ def schedules(ctx: click.Context, *, as_json: bool) -> None:
     """List cron schedules. Subcommands pause, resume, fire or re-time one."""
     if ctx.invoked_subcommand is not None:
         return
+    from service import flow_views, views
+
     found = [(view, s) for view in _stored_flows(ctx) for s in view.schedules]
     if as_json:
         echo_json(
@@ -117,48 +127,88 @@ def schedules(ctx: click.Context, *, as_json: bool) -> None:
     elif not found:
         click.echo("no schedules")
     else:
-        click.echo(views.schedules_text(found, now=now()))
+        click.echo(flow_views.schedules_text(found, now=now()))
 
 
-def _schedule_command(
-    name: str, kind: str, model: type[BaseModel], summary: str
-) -> click.Command:
-    @schedules.command(name, help=f"{summary} (FLOW: an id or a name).")
+def cron_trigger(ctx: click.Context, flow: str, trigger_key: str | None) -> str:
+    """The cron trigger of FLOW that a schedules command names, or the only one.
+
+    Raises:
+        click.UsageError: no key given and the flow has several cron triggers.
+        CommandError: the flow has no cron trigger, or not this one.
+    """
+    view = resolve_flow(ctx, flow)
+    name = view.record.name
+    crons = [s.trigger_key for s in view.schedules]
+    if trigger_key is None:
+        if len(crons) == 1:
+            return crons[0]
+        if not crons:
+            raise CommandError(f"flow '{name}' has no cron trigger")
+        listed = ", ".join(crons)
+        raise click.UsageError(
+            f"flow '{name}' has {len(crons)} cron triggers ({listed}): name one"
+        )
+    if trigger_key not in crons:
+        known = ", ".join(crons) or "none"
+        raise CommandError(
+            f"flow '{name}' has no cron trigger '{trigger_key}' (its cron triggers: "
+            f"{known})"
+        )
+    return trigger_key
+
+
+def _schedule_command(name: str, kind: str, model: str, summary: str) -> click.Command:
+    """A schedules subcommand that publishes `kind`, a `contracts.messages.<model>`.
+
+    The model is named, so that pydantic is imported only when the command runs.
+    """
+
+    @schedules.command(
+        name,
+        help=(
+            f"{summary}. FLOW is an id or a name; TRIGGER_KEY may be left out when "
+            "the flow has one cron trigger."
+        ),
+    )
     @click.argument("flow")
-    @click.argument("trigger_key")
+    @click.argument("trigger_key", required=False)
     @reply_options
     @click.pass_context
     def command(
         ctx: click.Context,
         flow: str,
-        trigger_key: str,
+        trigger_key: str | None,
         *,
         timeout: float,
         as_json: bool,
     ) -> None:
-        request = message(model, flow=flow, trigger_key=trigger_key)
+        from contracts import messages
+
+        key = cron_trigger(ctx, flow, trigger_key)
+        request = message(getattr(messages, model), flow=flow, trigger_key=key)
         control(ctx, kind, request, timeout=timeout, as_json=as_json)
 
     return command
 
 
 pause = _schedule_command(
-    "pause", "pause_schedule", PauseScheduleMessage, "Pause a cron trigger"
+    "pause", "pause_schedule", "PauseScheduleMessage", "Pause a cron trigger"
 )
 resume = _schedule_command(
-    "resume", "resume_schedule", ResumeScheduleMessage, "Resume a paused cron trigger"
+    "resume", "resume_schedule", "ResumeScheduleMessage", "Resume a paused cron trigger"
 )
 fire = _schedule_command(
     "trigger",
     "trigger_schedule_now",
-    TriggerScheduleNowMessage,
+    "TriggerScheduleNowMessage",
     "Fire a cron trigger once, now, paused or not",
 )
 
 
 @schedules.command("set-cron")
 @click.argument("flow")
-@click.argument("trigger_key")
+@click.argument("trigger_key", required=False)
 @click.argument("cron", required=False)
 @click.option("--clear", is_flag=True, help="Drop the override: the flow's cron again.")
 @reply_options
@@ -166,15 +216,24 @@ fire = _schedule_command(
 def set_cron(
     ctx: click.Context,
     flow: str,
-    trigger_key: str,
+    trigger_key: str | None,
     cron: str | None,
     *,
     clear: bool,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Override the cron of a trigger with CRON, or --clear the override."""
+    """Override the cron of a trigger with CRON, or --clear the override.
+
+    TRIGGER_KEY may be left out when the flow has one cron trigger
+    (`flowctl schedules set-cron nightly "0 3 * * *"`).
+    """
+    from contracts.messages import SetCronMessage
+
+    if cron is None and not clear and trigger_key is not None:
+        trigger_key, cron = None, trigger_key  # FLOW CRON: the only cron trigger
     if clear == (cron is not None):
         raise click.UsageError("give a CRON expression or --clear, not both or neither")
-    request = message(SetCronMessage, flow=flow, trigger_key=trigger_key, cron=cron)
+    key = cron_trigger(ctx, flow, trigger_key)
+    request = message(SetCronMessage, flow=flow, trigger_key=key, cron=cron)
     control(ctx, "set_cron", request, timeout=timeout, as_json=as_json)

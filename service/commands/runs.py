@@ -2,15 +2,16 @@
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import click
 
-from service import operations, views
-from service.adapters.mongo.queries import RunDetail
 from service.commands.common import echo_json, now, run, target
 from service.engine.model import RunStatus
-from service.engine.records import RunRecord
+
+if TYPE_CHECKING:
+    from service.adapters.mongo.queries import RunDetail
+    from service.engine.records import RunRecord
 
 _AGE: Final = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -50,6 +51,11 @@ def instant(
 @click.option(
     "--search", metavar="TEXT", help="Run id, job id or idempotency key starts so."
 )
+@click.option(
+    "--source",
+    metavar="RUN",
+    help="Runs re-run from this run (a run reference, as `flowctl run` takes).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--skip", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -62,18 +68,28 @@ def runs(
     since: datetime | None,
     until: datetime | None,
     search: str | None,
+    source: str | None,
     limit: int,
     skip: int,
     as_json: bool,
 ) -> None:
     """List runs, newest first, with the number that match."""
+    from service import operations, views  # MongoDB's driver: only when it runs
+
     where = target(ctx)
     wanted = None if status is None else RunStatus(_spelt(status))
 
-    async def read() -> tuple[list[RunRecord], int]:
+    async def read() -> tuple[list["RunRecord"], int]:
         async with operations.database(where) as stores:
+            origin = None
+            if source is not None:
+                found = await operations.find_run(
+                    stores, source, where=f"in database '{where.database}'"
+                )
+                origin = found.run.run_id
             return await operations.find_runs(
                 stores,
+                source=origin,
                 flow=flow,
                 status=wanted,
                 since=since,
@@ -104,17 +120,25 @@ def _spelt(text: str) -> str:
     show_default=True,
     help="Show the latest N events (0: all).",
 )
+@click.option(
+    "--iterations", is_flag=True, help="List every ForEach iteration's steps."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (all of it).")
 @click.pass_context
-def show_run(ctx: click.Context, run_id: str, *, events: int, as_json: bool) -> None:
-    """Show one run: its header, steps, attempts and events.
+def show_run(
+    ctx: click.Context, run_id: str, *, events: int, iterations: bool, as_json: bool
+) -> None:
+    """Show one run: header, lineage, steps in DAG order, attempts and events.
 
     RUN_ID may also be the start of a run id, a job id or an idempotency key that
-    only one run has.
+    only one run has. ForEach iterations are one line per body step, with counts
+    by status, unless --iterations lists them all.
     """
+    from service import operations, views  # MongoDB's driver: only when it runs
+
     where = target(ctx)
 
-    async def read() -> RunDetail:
+    async def read() -> "RunDetail":
         async with operations.database(where) as stores:
             return await operations.find_run(
                 stores, run_id, where=f"in database '{where.database}'"
@@ -124,4 +148,6 @@ def show_run(ctx: click.Context, run_id: str, *, events: int, as_json: bool) -> 
     if as_json:
         echo_json(views.run_json(detail))
     else:
-        click.echo(views.run_text(detail, now=now(), events=events))
+        click.echo(
+            views.run_text(detail, now=now(), events=events, iterations=iterations)
+        )

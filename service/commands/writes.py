@@ -1,26 +1,17 @@
 """The write commands on runs: trigger, retry, cancel, signal, rerun.
 
-Each publishes one control message (`trigger`, `retry_step`, `cancel_run`, `signal`,
-`rerun`) and prints the worker's reply; `--wait` then follows the run in MongoDB until
-it is final and shows it like `flowctl run`.
+Each first resolves what it names in MongoDB (the run, as `flowctl run` reads a
+reference; the flow and its trigger), so an unknown one is answered here (exit 1) and
+never published. Then it publishes one control message (`trigger`, `retry_step`,
+`cancel_run`, `signal`, `rerun`) and prints the worker's reply; `--wait` then follows
+the run in MongoDB until it is final and shows it like `flowctl run`.
 """
 
 from datetime import timedelta
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import click
 
-from contracts import Reply
-from contracts.messages import (
-    CancelRunMessage,
-    RerunMessage,
-    RetryStepMessage,
-    SignalMessage,
-    TriggerMessage,
-)
-from service import console, operations, views
-from service.adapters.amqp.topology import trigger_routing_key
-from service.adapters.mongo.queries import RunDetail
 from service.commands.common import (
     CommandError,
     control,
@@ -29,10 +20,16 @@ from service.commands.common import (
     message,
     now,
     reply_options,
+    resolve_flow,
+    resolve_run,
     run,
     target,
 )
 from service.engine.model import RunStatus
+
+if TYPE_CHECKING:
+    from contracts import Reply
+    from service.adapters.mongo.queries import RunDetail
 
 WELL: Final = frozenset({RunStatus.SUCCEEDED, RunStatus.SKIPPED})
 """Final statuses `--wait` exits 0 on."""
@@ -104,6 +101,9 @@ def trigger(
     as_json: bool,
 ) -> None:
     """Start a run of FLOW (an id or a name) and print its run id."""
+    from contracts.messages import TriggerMessage
+    from service.adapters.amqp.topology import trigger_routing_key
+
     if body is not None and body_file is not None:
         raise click.UsageError("give --body or --body-file, not both")
     value = None
@@ -111,6 +111,7 @@ def trigger(
         value = json_value(body, what="--body")
     elif body_file is not None:
         value = json_value(body_file.read(), what="--body-file")
+    resolve_flow(ctx, flow, trigger_key=trigger_key)
     request = message(
         TriggerMessage,
         flow=flow,
@@ -124,8 +125,9 @@ def trigger(
         "trigger",
         request,
         timeout=timeout,
-        as_json=as_json and not wait,
+        as_json=as_json,
         routing_key=trigger_routing_key(flow),
+        echo=not (wait and as_json),  # one JSON document: the reply and the run
     )
     if wait:
         _follow(ctx, reply, within=wait_timeout, as_json=as_json)
@@ -139,8 +141,12 @@ def trigger(
 def retry(
     ctx: click.Context, run_id: str, step_key: str, *, timeout: float, as_json: bool
 ) -> None:
-    """Retry the Failed step STEP_KEY of a run."""
-    request = message(RetryStepMessage, run_id=run_id, step_key=step_key)
+    """Retry the Failed step STEP_KEY of a run (RUN_ID: as `flowctl run` takes it)."""
+    from contracts.messages import RetryStepMessage
+
+    request = message(
+        RetryStepMessage, run_id=resolve_run(ctx, run_id), step_key=step_key
+    )
     control(ctx, "retry_step", request, timeout=timeout, as_json=as_json)
 
 
@@ -157,8 +163,14 @@ def cancel(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Cancel a Running run (parked steps stop at once)."""
-    request = message(CancelRunMessage, run_id=run_id, reason=reason)
+    """Cancel a Running run (parked steps stop at once).
+
+    RUN_ID may be a run id, its start, a job id or an idempotency key, as for
+    `flowctl run`.
+    """
+    from contracts.messages import CancelRunMessage
+
+    request = message(CancelRunMessage, run_id=resolve_run(ctx, run_id), reason=reason)
     control(ctx, "cancel_run", request, timeout=timeout, as_json=as_json)
 
 
@@ -177,9 +189,13 @@ def signal(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Deliver the signal NAME to a run waiting for it."""
+    """Deliver the signal NAME to a run waiting for it (RUN_ID: as `flowctl run`)."""
+    from contracts.messages import SignalMessage
+
     value = None if payload is None else json_value(payload, what="--payload")
-    request = message(SignalMessage, run_id=run_id, signal=name, payload=value)
+    request = message(
+        SignalMessage, run_id=resolve_run(ctx, run_id), signal=name, payload=value
+    )
     control(ctx, "signal", request, timeout=timeout, as_json=as_json)
 
 
@@ -197,10 +213,20 @@ def rerun(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Start a new run with the trigger (body, headers) of RUN_ID."""
-    request = message(RerunMessage, run_id=run_id)
+    """Start a new run with the trigger (body, headers) of RUN_ID.
+
+    RUN_ID may be a run id, its start, a job id or an idempotency key.
+    """
+    from contracts.messages import RerunMessage
+
+    request = message(RerunMessage, run_id=resolve_run(ctx, run_id))
     reply = control(
-        ctx, "rerun", request, timeout=timeout, as_json=as_json and not wait
+        ctx,
+        "rerun",
+        request,
+        timeout=timeout,
+        as_json=as_json,
+        echo=not (wait and as_json),  # one JSON document: the reply and the run
     )
     if wait:
         _follow(ctx, reply, within=wait_timeout, as_json=as_json)
@@ -209,14 +235,18 @@ def rerun(
 COMMANDS: Final = (trigger, retry, cancel, signal, rerun)
 
 
-def _follow(ctx: click.Context, reply: Reply, *, within: float, as_json: bool) -> None:
+def _follow(
+    ctx: click.Context, reply: "Reply", *, within: float, as_json: bool
+) -> None:
     """Follow the run of `reply` until it is final, show it; fail if it went badly."""
+    from service import console, operations, views
+
     run_id = reply.run_id
     if run_id is None:
         raise CommandError("the reply names no run to wait for")
     where = target(ctx)
 
-    async def follow() -> RunDetail:
+    async def follow() -> "RunDetail":
         async with (
             operations.database(where) as stores,
             console.progress(f"run {run_id}") as meter,
@@ -230,7 +260,7 @@ def _follow(ctx: click.Context, reply: Reply, *, within: float, as_json: bool) -
 
     detail = run(follow())
     if as_json:
-        echo_json(views.run_json(detail))
+        echo_json({"reply": reply.model_dump(mode="json"), **views.run_json(detail)})
     else:
         click.echo()
         click.echo(views.run_text(detail, now=now(), events=SHOWN_EVENTS))
@@ -238,6 +268,6 @@ def _follow(ctx: click.Context, reply: Reply, *, within: float, as_json: bool) -
         raise CommandError(f"run {run_id} finished {detail.run.status}")
 
 
-def _note(detail: RunDetail) -> str:
+def _note(detail: "RunDetail") -> str:
     final = sum(1 for step in detail.steps if step.status.is_final)
     return f"{detail.run.status}, {final}/{len(detail.steps)} steps final,"

@@ -181,15 +181,21 @@ async def update_schedule(
         job, paused=is_paused, cron_override=override, next_fire_at=upcoming
     )
     data: dict[str, Json] = {
-        "job_id": job,
+        "flow": schedule_flow_name(flow),
+        "trigger": trigger_key,
         "paused": is_paused,
         "cron": effective,
         "next_fire_at": upcoming.isoformat() if upcoming else None,
     }
     log.info("schedule_updated", job_id=job, paused=is_paused, cron=effective)
-    return ControlResult(
-        "accepted" if stored else "not_found", f"Schedule {job} updated.", data=data
-    )
+    # Named as operators name it (flow and trigger), never by the internal job id.
+    done = "paused" if paused else "resumed" if paused is False else "updated"
+    said = f"Schedule '{trigger_key}' of flow '{schedule_flow_name(flow)}' {done}."
+    return ControlResult("accepted" if stored else "not_found", said, data=data)
+
+
+def schedule_flow_name(flow: Flow | None) -> str:
+    return flow.name if flow is not None else ""
 
 
 async def trigger_schedule_now(

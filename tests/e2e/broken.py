@@ -1,7 +1,12 @@
 """An invalid flow: the worker refuses to start, naming the flow, step and problem."""
 
-from service.engine.model import Flow, FlowId, Step
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import (
+    Flow,
+    FlowId,
+    Handlers,
+    Step,
+    StepContext,
+)
 
 handlers = Handlers()
 

@@ -31,18 +31,21 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from service.adapters.mongo.outage import is_outage
-from service.engine.model import (
+from service.authoring import (
+    Failed,
     Flow,
     FlowId,
+    Handlers,
     Json,
     RetryPolicy,
     Step,
+    StepContext,
+    StepResult,
     after,
     for_each,
+    polling,
 )
 from service.settings import Settings
-from service.steps.handlers import Failed, Handlers, StepContext, StepResult
-from service.steps.polling import polling
 
 WORK_SECONDS = 0.02
 """Each handler's (asynchronous) work: enough to be caught in flight by a kill."""

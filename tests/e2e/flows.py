@@ -6,8 +6,13 @@ a few hundred runs keeps a worker busy for seconds: long enough to kill it mid-w
 
 import asyncio
 
-from service.engine.model import Flow, FlowId, Step
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import (
+    Flow,
+    FlowId,
+    Handlers,
+    Step,
+    StepContext,
+)
 
 STEP_SECONDS = 0.05
 

@@ -1,7 +1,13 @@
 """A cron flow for the e2e suite: one quick step every two seconds (seconds first)."""
 
-from service.engine.model import Flow, FlowId, Step, cron
-from service.steps.handlers import Handlers, StepContext
+from service.authoring import (
+    Flow,
+    FlowId,
+    Handlers,
+    Step,
+    StepContext,
+    cron,
+)
 
 EVERY_SECONDS = 2
 

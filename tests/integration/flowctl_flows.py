@@ -3,8 +3,16 @@
 `flaky`: `charge` fails its first attempt and succeeds on a retry, then `ship` runs.
 """
 
-from service.engine.model import Flow, FlowId, Step
-from service.steps.handlers import Failed, Handlers, StepContext, StepResult, Succeeded
+from service.authoring import (
+    Failed,
+    Flow,
+    FlowId,
+    Handlers,
+    Step,
+    StepContext,
+    StepResult,
+    Succeeded,
+)
 
 handlers = Handlers()
 

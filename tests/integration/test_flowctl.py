@@ -8,6 +8,9 @@ each command runs its own event loop), reading MongoDB directly only to wait.
 import asyncio
 import gc
 import json
+import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -211,6 +214,14 @@ async def test_cancel_signal_and_rerun_of_waiting_runs(cli: Flowctl):
     copy = await cli.json("run", rerun["run_id"])
     assert copy["run"]["source_run_id"] == second["run_id"]
     assert copy["run"]["body"] == {"approver": "ops"}
+    # Lineage both ways: the source lists the runs derived from it.
+    origin = await cli.json("run", second["run_id"])
+    origin_text = await cli.ok("run", second["run_id"])
+    derived = await cli.json("runs", "--source", second["run_id"][:13])
+    assert [d["run_id"] for d in origin["derived_runs"]] == [rerun["run_id"]]
+    assert f"derived runs  {rerun['run_id']}" in origin_text.stdout
+    assert [run["run_id"] for run in derived["items"]] == [rerun["run_id"]]
+    assert (await cli.json("runs", "--source", first["run_id"]))["total"] == 0
 
 
 async def test_flows_can_be_switched_and_schedules_paused_resumed_and_retimed(
@@ -225,16 +236,30 @@ async def test_flows_can_be_switched_and_schedules_paused_resumed_and_retimed(
     assert refused == "flowctl: disabled: The flow is disabled: no run started."
     assert started["status"] == "accepted"
 
-    await cli.ok("schedules", "pause", "nightly", "nightly")
+    # The flow has one cron trigger: it need not be named.
+    said = await cli.ok("schedules", "pause", "nightly")
     paused = await _nightly_schedule(cli)
+    listed = await cli.ok("schedules")
     await cli.ok("schedules", "resume", "nightly", "nightly")
     resumed = await _nightly_schedule(cli)
-    await cli.ok("schedules", "set-cron", "nightly", "nightly", "*/10 * * * *")
+    await cli.ok("schedules", "set-cron", "nightly", "*/10 * * * *")
     retimed = await _nightly_schedule(cli)
     bad = await cli.fails("schedules", "set-cron", "nightly", "nightly", "x", code=1)
-    await cli.ok("schedules", "set-cron", "nightly", "nightly", "--clear")
+    await cli.ok("schedules", "set-cron", "nightly", "--clear")
     cleared = await _nightly_schedule(cli)
-    fired = await cli.json("schedules", "trigger", "nightly", "nightly")
+    fired = await cli.json("schedules", "trigger", "nightly")
+    no_cron = await cli.fails("schedules", "pause", "hello", code=1)
+    not_cron = await cli.fails("schedules", "pause", "nightly", "manual", code=1)
+
+    assert "Schedule 'nightly' of flow 'nightly' paused." in said.stdout
+    assert "flow-" not in said.stdout  # no internal job id
+    assert ["trigger", "nightly"] in [line.split() for line in said.stdout.splitlines()]
+    assert listed.stdout.splitlines()[1].split()[-2:] == ["paused", "paused"]
+    assert no_cron == "flowctl: error: flow 'hello' has no cron trigger"
+    assert not_cron == (
+        "flowctl: error: flow 'nightly' has no cron trigger 'manual' (its cron "
+        "triggers: nightly)"
+    )
 
     assert (paused["paused"], paused["next_fire_at"]) == (True, None)
     assert resumed["paused"] is False
@@ -246,6 +271,44 @@ async def test_flows_can_be_switched_and_schedules_paused_resumed_and_retimed(
     listing = await cli.ok("flows")
     assert "nightly (cron), manual (manual)" in listing.stdout
     assert "Schedules" in listing.stdout
+
+
+async def test_write_commands_resolve_their_run_or_flow_before_publishing(
+    cli: Flowctl,
+):
+    started = await cli.json(
+        "trigger", "approval", "--idempotency-key", "Approve-7", "--body", "{}"
+    )
+    await waiting_for_approval(cli.deployment, started["run_id"])
+
+    unknown = [
+        await cli.fails(*arguments, code=1)
+        for arguments in (
+            ["retry", "no-such-run", "charge"],
+            ["cancel", "no-such-run"],
+            ["signal", "no-such-run", "approval"],
+            ["rerun", "no-such-run"],
+            ["trigger", "no-such-flow"],
+            ["trigger", "hello", "--trigger-key", "nightly"],
+            ["flows", "disable", "no-such-flow"],
+        )
+    ]
+    # The idempotency key is a run reference, as for `flowctl run`.
+    by_key = await cli.json("signal", "approve-7", "approval")
+    await run_status(cli.deployment, started["run_id"], "Succeeded")
+    by_key_again = await cli.json("rerun", "approve-7")
+
+    database = f"in database '{cli.deployment.database}'"
+    assert unknown[:4] == [f"flowctl: error: no run 'no-such-run' {database}"] * 4
+    assert unknown[4] == f"flowctl: error: no flow 'no-such-flow' {database}"
+    assert unknown[5] == (
+        "flowctl: error: no trigger 'nightly' on flow 'hello' (its triggers: manual)"
+    )
+    assert unknown[6] == f"flowctl: error: no flow 'no-such-flow' {database}"
+    assert (by_key["status"], by_key["run_id"]) == ("delivered", started["run_id"])
+    assert by_key_again["status"] == "accepted"
+    # Nothing of the operator's typos reached a worker's dead-letter queue.
+    assert (await cli.json("dlq", "list"))["total"] == 0
 
 
 async def _nightly_schedule(cli: Flowctl) -> dict[str, Any]:
@@ -290,7 +353,11 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged(
     again = await cli.json("dlq", "list", "--limit", "1")
     table = await cli.ok("dlq", "list")
     shown = await cli.ok("dlq", "show", "early-1")
+    shown_again = await cli.ok("dlq", "show", "early-1")
+    as_json = [await cli.json("dlq", "show", "early-1") for _ in range(2)]
     missing = await cli.fails("dlq", "show", "nope", code=1)
+    unknown = await cli.json("dlq", "list", "--reason", "UNKNOWN_REFERENCE")
+    dry = await cli.ok("dlq", "replay", "--all", "--kind", "trigger", "--dry-run")
 
     reasons = {item["letter_id"]: item["reason"] for item in listed["items"]}
     [anonymous] = [key for key, why in reasons.items() if why == "no_message_id"]
@@ -305,6 +372,14 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged(
     assert "reason       unknown_reference" in shown.stdout
     assert "routing key  trigger.hello" in shown.stdout
     assert '"name": "Eve"' in shown.stdout
+    # Looking changes nothing: the same letter, however often it is shown.
+    assert shown_again.stdout == shown.stdout
+    assert as_json[0] == as_json[1]
+    assert [item["letter_id"] for item in unknown["items"]] == ["early-1"]
+    assert unknown["total"] == 1
+    assert "would replay early-1 (trigger -> trigger.hello)" in dry.stdout
+    assert dry.stdout.splitlines()[-1] == "3 would replay"
+    assert (await cli.json("dlq", "list"))["items"] == listed["items"]
     assert (
         missing == f"flowctl: error: no dead letter 'nope' in {deployment.prefix}.dead"
     )
@@ -317,7 +392,7 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged(
     replayed = await cli.ok("dlq", "replay", "early-1")
     [run] = await deployment.finished(["early-1"], within=WAIT)
 
-    assert "replayed early-1 (trigger -> trigger.hello)" in replayed.stdout
+    assert "replayed early-1 (trigger -> trigger.hello): accepted" in replayed.stdout
     assert run["status"] == "Succeeded"
     left = await cli.json("dlq", "list")
     order = [item["letter_id"] for item in listed["items"]]
@@ -327,13 +402,18 @@ async def test_dead_letters_are_listed_shown_replayed_and_purged(
 
     # The dead letter of the id-less trigger got an id from the client library, so
     # its replay starts a run; the broken one dies again, and is purged.
-    everything = await cli.ok("dlq", "replay", "--all")
+    everything = await cli("dlq", "replay", "--all")
     [rescued] = await deployment.finished([anonymous], within=WAIT)
     await _letters(cli, 1)
     kept = await cli.fails("dlq", "purge", code=1, stdin="n\n")
     purged = await cli.ok("dlq", "purge", "--yes")
 
-    assert "2 replayed, 0 failed" in everything.stdout
+    assert everything.exit_code == 1
+    assert everything.stderr == ("flowctl: error: 1 of 2 letter(s) not replayed well\n")
+    assert "dead-lettered again broken-1 (trigger -> trigger.hello): not_json" in (
+        everything.stdout
+    )
+    assert everything.stdout.splitlines()[-1] == "1 dead-lettered again, 1 replayed"
     assert rescued["status"] == "Succeeded"
     assert kept == "flowctl: error: aborted"
     assert purged.stdout.strip() == (
@@ -358,12 +438,14 @@ ERRORS = [
     (["signal", "r", "s", "--payload", "[1,"], 2, "not valid JSON"),
     (["trigger"], 2, "Missing argument 'FLOW'"),
     (["runs", "--since", "yesterday"], 2, "neither ISO 8601 nor an age"),
-    (["--prefix", "nobody", "cancel", "r"], 1, "no exchange 'nobody.ingress'"),
+    (["--prefix", "nobody", "dlq", "list"], 1, "no queue 'nobody.dead'"),
     (
-        ["--amqp-url", "amqp://guest:secret@127.0.0.1:1/", "retry", "r", "s"],
+        ["--amqp-url", "amqp://guest:secret@127.0.0.1:1/", "dlq", "show", "x"],
         3,
         "RabbitMQ at amqp://guest:***@127.0.0.1:1/ is unreachable",
     ),
+    (["cancel", "r"], 1, "no run 'r' in database"),
+    (["trigger", "nope"], 1, "no flow 'nope' in database"),
     (
         ["--amqp-url", "amqp://guest:guest@127.0.0.1:1/", "dlq", "list"],
         3,
@@ -395,6 +477,8 @@ ERRORS = [
         "no-topology",
         "broker-unreachable",
         "broker-unreachable-dlq",
+        "unknown-run-to-cancel",
+        "unknown-flow-to-trigger",
         "mongodb-unreachable",
     ],
 )
@@ -445,8 +529,8 @@ def test_the_installed_command_prints_only_its_one_line_when_the_broker_is_down(
             "amqp://guest:guest@127.0.0.1:1/",
             "--prefix",
             f"t{uuid4().hex[:8]}",
-            "trigger",
-            "hello",
+            "dlq",
+            "list",
         ],
         cwd=REPO,
         capture_output=True,
@@ -461,3 +545,70 @@ def test_the_installed_command_prints_only_its_one_line_when_the_broker_is_down(
         "flowctl: error: RabbitMQ at amqp://guest:***@127.0.0.1:1/ is unreachable: "
         "AMQPConnectionError: [Errno 111] Connect call failed ('127.0.0.1', 1)"
     ]
+
+
+ANSI = re.compile(rb"\x1b\[")
+
+
+async def test_json_with_wait_is_one_document_and_pipes_get_no_ansi(cli: Flowctl):
+    waited = await cli.ok("trigger", "hello", "--wait", "--json", "--body", "{}")
+    document = json.loads(waited.stdout)  # one document, nothing before or after
+    run_id = document["run"]["run_id"]
+
+    assert document["reply"]["status"] == "accepted"
+    assert document["reply"]["run_id"] == run_id
+    assert [step["status"] for step in document["steps"]] == ["Succeeded"] * 3
+    for arguments in (
+        ["run", run_id],
+        ["runs"],
+        ["flows"],
+        ["schedules"],
+        ["dlq", "list"],
+        ["run", "no-such-run"],
+    ):
+        piped = await asyncio.to_thread(_flowctl, cli, arguments, terminal=False)
+        assert not ANSI.search(piped), (arguments, piped)
+        on_terminal = await asyncio.to_thread(
+            _flowctl, cli, ["--no-color", *arguments], terminal=True
+        )
+        assert not ANSI.search(on_terminal), (arguments, on_terminal)
+        assert on_terminal.strip(), arguments
+    coloured = await asyncio.to_thread(_flowctl, cli, ["run", run_id], terminal=True)
+    assert ANSI.search(coloured)  # on a terminal, colour stays the default
+
+
+def _flowctl(cli: Flowctl, arguments: list[str], *, terminal: bool) -> bytes:
+    """Everything a real `flowctl` process writes, on pipes or on a terminal."""
+    command = [
+        sys.executable,
+        "-c",
+        "from service.cli import main; main()",
+        *cli.options,
+        *arguments,
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
+    env["TERM"] = "xterm"
+    if not terminal:
+        done = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, timeout=60, check=False
+        )
+        return done.stdout + done.stderr
+    main, child = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdin=child, stdout=child, stderr=child
+        )
+        os.close(child)
+        output = bytearray()
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        process.wait(timeout=60)
+        return bytes(output)
+    finally:
+        os.close(main)

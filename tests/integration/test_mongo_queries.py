@@ -267,3 +267,43 @@ async def test_a_run_being_purged_is_not_reopened(stores: MongoStores, mongo_db:
     assert not reopened
     assert purged == 1
     assert set((await documents_of(mongo_db, run_id)).values()) == {0}
+
+
+async def test_lineage_both_ways_through_the_by_source_index(
+    stores: MongoStores, mongo_db: Db
+):
+    source = await a_run(stores, "source", status=RunStatus.FAILED)
+    for n in range(3):
+        await stores.runs.create_run(
+            RunRecord(
+                run_id=RunId(f"run-copy-{n}"),
+                flow_id=FlowId("orders"),
+                flow_name="Orders",
+                trigger_key=TriggerKey("manual"),
+                job_id=JobId(f"msg-copy-{n}"),
+                started_at=T0 + (10 + n) * MINUTE,
+                source_run_id=source.run_id,
+            )
+        )
+    await a_run(stores, "other", minutes=30)
+
+    detail = await stores.queries.run_detail(source.run_id)
+    copies, total = await stores.queries.find_runs(source=source.run_id)
+    plan = await mongo_db.runs.find(
+        {"source_run_id": {"$type": "string", "$eq": source.run_id}}
+    ).explain()
+
+    assert detail is not None
+    assert [run.run_id for run in detail.derived] == [
+        "run-copy-2",
+        "run-copy-1",
+        "run-copy-0",
+    ]
+    assert detail.derived_total == 3
+    assert total == 3
+    assert [run.run_id for run in copies] == [run.run_id for run in detail.derived]
+    assert "'indexName': 'by_source'" in str(plan["queryPlanner"]["winningPlan"])
+    copy = await stores.queries.run_detail(RunId("run-copy-0"))
+    assert copy is not None
+    assert copy.run.source_run_id == source.run_id
+    assert copy.derived == []

@@ -6,7 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from contracts import Reply
-from service.adapters.amqp.deadletters import DeadLetter, Replayed, jsonable
+from service.adapters.amqp.answers import ReplayOutcome
+from service.adapters.amqp.deadletters import DeadLetter, jsonable
 from service.adapters.mongo.queries import RunDetail
 from service.engine.manifest import to_manifest
 from service.engine.model import (
@@ -30,16 +31,16 @@ from service.engine.records import (
     Schedule,
     StepRecord,
 )
-from service.views import (
+from service.flow_views import (
     FlowView,
-    dumps,
     flow_json,
     flow_text,
     flows_text,
-    letter_json,
-    letter_text,
-    letters_text,
-    replayed_text,
+    schedules_text,
+)
+from service.letter_views import letter_json, letter_text, letters_text, replayed_text
+from service.views import (
+    dumps,
     reply_text,
     run_json,
     run_text,
@@ -302,14 +303,26 @@ def test_a_body_that_is_not_utf8_is_base64_in_json_and_hex_in_text():
     assert "(not UTF-8) ff fe" in letter_text(letter)
 
 
-def test_a_replay_lists_what_went_and_what_stayed():
-    text = plain(replayed_text(Replayed([LETTER], [(LETTER, "unroutable")])))
+def test_a_replay_says_what_became_of_each_letter():
+    outcomes = [
+        ReplayOutcome(LETTER, "replayed", "accepted: Run started. (run r-1)"),
+        ReplayOutcome(LETTER, "dead-lettered again", "not_json: body is not JSON"),
+        ReplayOutcome(LETTER, "not replayed", "unroutable"),
+        ReplayOutcome(LETTER, "replayed", "no answer within 10 s"),
+    ]
+
+    text = plain(replayed_text(outcomes))
 
     assert text.splitlines() == [
-        "replayed order-17 (trigger -> trigger.hello)",
-        "left order-17 in the queue: unroutable",
-        "1 replayed, 1 failed",
+        "replayed order-17 (trigger -> trigger.hello): accepted: Run started. "
+        "(run r-1)",
+        "dead-lettered again order-17 (trigger -> trigger.hello): not_json: body is "
+        "not JSON",
+        "not replayed order-17 (trigger -> trigger.hello): unroutable",
+        "replayed order-17 (trigger -> trigger.hello): no answer within 10 s",
+        "2 replayed, 1 dead-lettered again, 1 not replayed",
     ]
+    assert replayed_text([]) == "no dead letters match"
 
 
 def test_amqp_header_values_become_json():
@@ -320,3 +333,17 @@ def test_amqp_header_values_become_json():
         "b": ["2026-05-17T10:00:00+00:00", 1, 2.5, None, True],
         "c": {"d": [1, 2]},
     }
+
+
+def test_a_paused_schedule_shows_paused():
+    paused = replace(SCHEDULE, paused=True, next_fire_at=None)
+    view = replace(VIEW, schedules=[paused])
+
+    table = plain(schedules_text([(view, paused)], now=T0))
+    listing = plain(flows_text([view], now=T0))
+
+    assert table.splitlines()[0].split()[4] == "STATE"
+    assert table.splitlines()[1].split()[-2:] == ["paused", "paused"]
+    assert "nightly (cron, paused), manual (manual)" in listing
+    active = plain(schedules_text([(VIEW, SCHEDULE)], now=T0))
+    assert "active" in active.splitlines()[1].split()

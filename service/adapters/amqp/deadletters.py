@@ -1,16 +1,18 @@
 """The dead-letter queue `<prefix>.dead` for operators: browse, find, replay, purge.
 
-Reading never loses a letter and keeps their order: every letter is taken with a
-manual ack, then all are given back unacked (`nack(requeue=True)`), in order. A quorum
-queue counts such returns, and RabbitMQ 4.0 to 4.2 drop a message past the default
-delivery limit, so once a letter has been returned often the whole queue is given back
-as fresh copies instead, in order (each copy published and confirmed before its letter
-is acked). A replay publishes the original message to the ingress exchange, waits for
-the confirm, and only then acks the letter.
+Reading never loses a letter, keeps their order and changes none: every letter is
+taken with a manual ack, then the whole queue is given back as fresh copies, in order
+(each copy published and confirmed before its letter is acked). A letter given back
+with `nack(requeue=True)` would count one more delivery (`x-delivery-count`, and quorum
+queues drop a message past their delivery limit), so each look would change what it
+shows. A replay publishes the original message to the ingress exchange, waits for the
+confirm, and only then acks the letter; with `reply_to`, the copy asks for an answer
+and carries a correlation id of its own, which a new death keeps.
 """
 
 import contextlib
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,9 +37,6 @@ from service.errors import UnavailableError
 
 lenient.install()  # a letter the driver cannot decode would break the connection
 
-REFRESH_AFTER: Final = 10
-"""Returns after which a letter goes back as a fresh copy, well below the default
-delivery limit (20) of quorum queues on RabbitMQ 4.x."""
 GET_TIMEOUT: Final = 10.0
 _FACT_PREFIXES: Final = (
     "x-dead-letter-",
@@ -72,11 +71,33 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    """Which letters a replay takes: by id, reason and kind (any case); `limit` most."""
+
+    letter_id: str | None = None
+    reason: str | None = None
+    kind: str | None = None
+    limit: int | None = None
+
+    def wants(self, letter: DeadLetter) -> bool:
+        return (
+            (self.letter_id is None or letter.letter_id == self.letter_id)
+            and _same(self.reason, letter.reason)
+            and _same(self.kind, letter.type)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Replayed:
-    """What a replay did: letters republished, and letters left with the reason why."""
+    """What a replay did: letters republished, and letters left with the reason why.
+
+    `correlation_ids[i]` is the correlation id the copy of `replayed[i]` carries (when
+    it asked for an answer).
+    """
 
     replayed: list[DeadLetter] = field(default_factory=list)
     failed: list[tuple[DeadLetter, str]] = field(default_factory=list)
+    correlation_ids: list[str] = field(default_factory=list)
 
 
 class DeadLetterQueue:
@@ -113,12 +134,26 @@ class DeadLetterQueue:
         finally:
             await self._give_back(held)
 
-    async def replay(self, letter_id: str | None) -> Replayed:
-        """Republish the letters with this id (None: all of them), then ack each.
+    @property
+    def channel(self) -> AbstractChannel:
+        return self._channel
+
+    async def replay(
+        self,
+        wanted: Selection | str | None,
+        *,
+        dry_run: bool = False,
+        reply_to: str | None = None,
+    ) -> Replayed:
+        """Republish the letters `wanted` selects (an id; None: all), then ack each.
 
         Takes every letter first, so one that dies again while this runs is not
-        replayed twice. A letter whose publish fails stays queued.
+        replayed twice. A letter whose publish fails stays queued. `dry_run` changes
+        nothing and returns what would be replayed. With `reply_to`, each copy asks
+        for an answer there under a correlation id of its own.
         """
+        if not isinstance(wanted, Selection):
+            wanted = Selection(letter_id=wanted)
         ingress = await existing_exchange(self._channel, self._names.ingress)
         done = Replayed()
         held: list[AbstractIncomingMessage] = []
@@ -127,16 +162,25 @@ class DeadLetterQueue:
             await self._take_all(held)
             for index, message in enumerate(held):
                 letter = read(message)
-                if letter_id is not None and letter.letter_id != letter_id:
+                if not wanted.wants(letter):
                     continue
+                if wanted.limit is not None and (
+                    len(done.replayed) + len(done.failed) >= wanted.limit
+                ):
+                    break
+                if dry_run:
+                    done.replayed.append(letter)
+                    continue
+                token = f"replay-{uuid.uuid4()}"
                 try:
-                    await self._republish(message, letter, ingress)
+                    await self._republish(message, letter, ingress, reply_to, token)
                 except UnavailableError as exc:
                     done.failed.append((letter, str(exc)))
                     continue
                 await message.ack()
                 acked.add(index)
                 done.replayed.append(letter)
+                done.correlation_ids.append(token)
         finally:
             await self._give_back([m for i, m in enumerate(held) if i not in acked])
         return done
@@ -159,26 +203,30 @@ class DeadLetterQueue:
         message: AbstractIncomingMessage,
         letter: DeadLetter,
         ingress: AbstractExchange,
+        reply_to: str | None,
+        correlation_id: str,
     ) -> None:
         # A message first published to the default exchange named its queue as the
         # routing key: send it the same way; everything else goes through ingress.
         exchange = self._channel.default_exchange if letter.exchange == "" else ingress
         routing_key = letter.routing_key or message.routing_key or ""
-        await publish_message(exchange, original(message, letter), routing_key)
+        copy = original(message, letter)
+        if reply_to is not None:
+            copy.reply_to, copy.correlation_id = reply_to, correlation_id
+        await publish_message(exchange, copy, routing_key)
 
     async def _give_back(self, held: list[AbstractIncomingMessage]) -> None:
-        if all(returns_of(message) < REFRESH_AFTER for message in held):
-            for message in held:
-                await message.nack(requeue=True)
-            return
-        # Refresh every letter, in order, so that the copies keep their places.
+        # Every letter, in order, those that arrived meanwhile too: the copies keep
+        # their places. Through the dead-letter exchange, with the routing key each
+        # letter came with, so that a copy reads exactly as the letter did.
         await self._take_all(held)
+        if not held:
+            return
+        dlx = await existing_exchange(self._channel, self._names.dlx)
         for message in held:
             # The copy is confirmed before the ack: a crash in between leaves two
             # copies, never none.
-            await publish_message(
-                self._channel.default_exchange, fresh_copy(message), self._queue.name
-            )
+            await publish_message(dlx, fresh_copy(message), message.routing_key or "")
             await message.ack()
 
 
@@ -309,6 +357,10 @@ def _properties(message: AbstractIncomingMessage) -> dict[str, Json]:
         "queued_routing_key": message.routing_key,
     }
     return {name: jsonable(value) for name, value in found.items() if value is not None}
+
+
+def _same(wanted: str | None, found: str | None) -> bool:
+    return wanted is None or (found or "").lower() == wanted.lower()
 
 
 def _is_fact(name: str) -> bool:

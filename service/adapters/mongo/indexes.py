@@ -58,6 +58,12 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
             name="by_idempotency_key",
             partialFilterExpression={"idem": {"$exists": True}},
         ),
+        # Lineage: the runs re-run from one run, newest first (few runs have one).
+        IndexModel(
+            [("source_run_id", ASCENDING), ("started_at", DESCENDING)],
+            name="by_source",
+            partialFilterExpression={"source_run_id": {"$type": "string"}},
+        ),
     ],
     STEPS: [
         # scope_steps, count_final, in_flight, retention (its run_id prefix).

@@ -1,28 +1,38 @@
 """What operators ask of the MongoDB store through `flowctl`; reads only.
 
-Find runs, read one in full, count runs by status. Nothing here is part of a port.
+Find runs, read one in full (with its flow's manifest, its signal waiters and the runs
+derived from it by `rerun`), count runs by status. Nothing here is part of a port.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.adapters.mongo.codec import (
     EVENTS,
+    FLOWS,
     RUNS,
     STEPS,
+    WAITERS,
     Document,
     event_record,
+    flow_record,
     run_record,
     step_record,
+    waiter_record,
 )
 from service.adapters.mongo.outage import translates_outages
-from service.engine.model import RunId, RunStatus
-from service.engine.records import Event, RunRecord, StepRecord
+from service.engine.manifest import from_manifest
+from service.engine.model import Flow, RunId, RunStatus
+from service.engine.records import Event, RunRecord, StepRecord, Waiter
 from service.engine.timeline import timeline
+
+DERIVED_SHOWN: Final = 20
+"""Runs derived from one run that `run_detail` reads (`derived_total` counts all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +45,12 @@ class RunDetail:
     run: RunRecord
     steps: list[StepRecord]
     events: list[Event]
+    flow: Flow | None = None
+    """The run's flow, from its stored manifest (None if missing or unreadable)."""
+    waiters: list[Waiter] = field(default_factory=list)
+    derived: list[RunRecord] = field(default_factory=list)
+    """The newest runs started by `rerun` of this one."""
+    derived_total: int = 0
 
 
 @translates_outages
@@ -43,6 +59,8 @@ class RunQueries:
         self._runs = db[RUNS]
         self._steps = db[STEPS]
         self._events = db[EVENTS]
+        self._flows = db[FLOWS]
+        self._waiters = db[WAITERS]
 
     async def find_runs(
         self,
@@ -52,17 +70,21 @@ class RunQueries:
         since: datetime | None = None,
         until: datetime | None = None,
         text: str | None = None,
+        source: RunId | None = None,
         skip: int = 0,
         limit: int = 50,
     ) -> tuple[list[RunRecord], int]:
         """A page of runs, newest first, and how many match in all.
 
         `flow` is a flow id; `since` <= started_at < `until`; `text` is the start of a
-        run id, a job id or an idempotency key (a whole one matches too).
+        run id, a job id or an idempotency key (a whole one matches too); `source` is
+        the run they were re-run from.
         """
         query = _run_query(
             flow=flow, status=status, since=since, until=until, text=text
         )
+        if source is not None:
+            query["source_run_id"] = _from_source(source)
         total = await self._runs.count_documents(query)
         if limit <= 0:  # pymongo reads limit 0 as "no limit"
             return [], total
@@ -73,6 +95,11 @@ class RunQueries:
             .limit(limit)
         )
         return [run_record(doc) async for doc in cursor], total
+
+    async def run(self, run_id: RunId) -> RunRecord | None:
+        """The run record alone; None if absent."""
+        found = await self._runs.find_one({"_id": run_id})
+        return None if found is None else run_record(found)
 
     async def run_detail(self, run_id: RunId) -> RunDetail | None:
         """The run, its step rows in dispatch order and its events; None if absent."""
@@ -86,7 +113,35 @@ class RunQueries:
         run = run_record(found)
         rows = [step_record(doc) async for doc in steps]
         stored = [event_record(doc) async for doc in events]
-        return RunDetail(run=run, steps=rows, events=timeline(run, stored, rows))
+        derived = _from_source(run_id)
+        return RunDetail(
+            run=run,
+            steps=rows,
+            events=timeline(run, stored, rows),
+            flow=await self._flow(run.flow_id),
+            waiters=[
+                waiter_record(doc)
+                async for doc in self._waiters.find({"run_id": run_id}).sort(
+                    "created_at", ASCENDING
+                )
+            ],
+            derived=[
+                run_record(doc)
+                async for doc in self._runs.find({"source_run_id": derived})
+                .sort("started_at", DESCENDING)
+                .limit(DERIVED_SHOWN)
+            ],
+            derived_total=await self._runs.count_documents({"source_run_id": derived}),
+        )
+
+    async def _flow(self, flow_id: str) -> Flow | None:
+        found = await self._flows.find_one({"_id": flow_id})
+        if found is None:
+            return None
+        try:
+            return from_manifest(flow_record(found).manifest)
+        except ValueError:
+            return None
 
     async def count_by_status(self, *, flow: str | None = None) -> dict[str, int]:
         """Runs per status (every status, zero included), of one flow id or of all."""
@@ -97,6 +152,12 @@ class RunQueries:
         counts = dict.fromkeys((str(status) for status in RunStatus), 0)
         counts |= {doc["_id"]: doc["runs"] async for doc in cursor}
         return counts
+
+
+def _from_source(run_id: RunId) -> Document:
+    # Spelt with $type so that the partial index `by_source` (string sources only)
+    # answers it.
+    return {"$type": "string", "$eq": run_id}
 
 
 def _run_query(

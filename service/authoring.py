@@ -1,0 +1,59 @@
+"""The one import of flow authors: `from service.authoring import Flow, Step, ...`.
+
+Everything a flow module needs (the flow model, triggers, built-in step types, handler
+registration, results and the polling wrapper) under one stable name, so the modules
+that define them may move. Only what is in `__all__` is promised.
+"""
+
+from service.engine.model import (
+    Flow,
+    FlowId,
+    Json,
+    RetryPolicy,
+    RunAfter,
+    RunStatus,
+    Step,
+    StepStatus,
+    Trigger,
+    after,
+    cron,
+    for_each,
+    manual,
+    wait_for_signal,
+)
+from service.steps.handlers import (
+    Failed,
+    Handler,
+    Handlers,
+    Pending,
+    StepContext,
+    StepResult,
+    Succeeded,
+)
+from service.steps.polling import Fetch, polling
+
+__all__ = [
+    "Failed",
+    "Fetch",
+    "Flow",
+    "FlowId",
+    "Handler",
+    "Handlers",
+    "Json",
+    "Pending",
+    "RetryPolicy",
+    "RunAfter",
+    "RunStatus",
+    "Step",
+    "StepContext",
+    "StepResult",
+    "StepStatus",
+    "Succeeded",
+    "Trigger",
+    "after",
+    "cron",
+    "for_each",
+    "manual",
+    "polling",
+    "wait_for_signal",
+]
