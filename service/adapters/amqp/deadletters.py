@@ -113,11 +113,17 @@ class DeadLetterQueue:
         finally:
             await self._give_back(held)
 
-    async def replay(self, letter_id: str | None) -> Replayed:
-        """Republish the letters with this id (None: all of them), then ack each.
+    async def replay(
+        self,
+        letter_id: str | None,
+        *,
+        where: Callable[[DeadLetter], bool] | None = None,
+    ) -> Replayed:
+        """Republish the letters with this id (None: every one `where` accepts).
 
-        Takes every letter first, so one that dies again while this runs is not
-        replayed twice. A letter whose publish fails stays queued.
+        Each is acked once the broker confirmed its copy. Takes every letter first,
+        so one that dies again while this runs is not replayed twice. A letter whose
+        publish fails stays queued.
         """
         ingress = await existing_exchange(self._channel, self._names.ingress)
         done = Replayed()
@@ -128,6 +134,8 @@ class DeadLetterQueue:
             for index, message in enumerate(held):
                 letter = read(message)
                 if letter_id is not None and letter.letter_id != letter_id:
+                    continue
+                if where is not None and not where(letter):
                     continue
                 try:
                     await self._republish(message, letter, ingress)
