@@ -116,7 +116,7 @@ def build_app(config: DashboardConfig, stores: MongoStores) -> Starlette:
                 stop.set()
 
     app = Starlette(
-        routes=_routes(),
+        routes=routes(),
         middleware=[
             Middleware(SecurityHeaders),
             Middleware(
@@ -141,7 +141,7 @@ def build_app(config: DashboardConfig, stores: MongoStores) -> Starlette:
     return app
 
 
-def _routes() -> list[Route | Mount]:
+def routes() -> list[Route | Mount]:
     get, post = ["GET"], ["POST"]
     return [
         Route("/", lambda _: RedirectResponse("/runs", status_code=303)),
