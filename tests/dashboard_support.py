@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
+import aio_pika
 import httpx
 import uvicorn
 from pydantic import SecretStr
@@ -277,3 +278,38 @@ def finished(run: RunRecord, status: RunStatus) -> RunRecord:
     return replace(
         run, status=status, completed_at=run.started_at + timedelta(seconds=3)
     )
+
+
+async def put_dead_letter(
+    amqp_url: str,
+    prefix: str,
+    body: Json,
+    *,
+    kind: str,
+    routing_key: str,
+    reason: str,
+    message_id: str,
+) -> None:
+    """A letter in `<prefix>.dead` as the consumer writes one (reason and origin in
+    headers), for a message that would be fine if replayed now."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                dumps(body).encode(),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                type=kind,
+                message_id=message_id,
+                headers={
+                    "x-dead-letter-reason": reason,
+                    "x-dead-letter-detail": "a test put it here",
+                    "x-original-type": kind,
+                    "x-original-routing-key": routing_key,
+                    "x-original-exchange": f"{prefix}.ingress",
+                    "x-original-message-id": message_id,
+                },
+            ),
+            routing_key=f"{prefix}.dead",
+        )
