@@ -144,7 +144,8 @@
       }
     }
     const source = new EventSource(box.dataset.live);
-    source.addEventListener("open", () => { if (dot) dot.classList.add("on"); });
+    // Whatever changed between rendering the page and subscribing is caught up on open.
+    source.addEventListener("open", () => { if (dot) dot.classList.add("on"); refresh(); });
     source.addEventListener("error", () => { if (dot) dot.classList.remove("on"); });
     source.addEventListener("change", refresh);
   }
