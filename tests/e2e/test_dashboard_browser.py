@@ -47,17 +47,23 @@ HOSTILE = "<img src=x onerror=\"top['__pwned']=1\"><script>top['__pwned']=2</scr
 
 
 @pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
+def chromium() -> Path:
+    """Debian's Chromium; the test fails (never skips) without it."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"needs Chromium at {CHROMIUM}: `apt-get install -y chromium` "
             "(./scripts/check installs it)",
             pytrace=False,
         )
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: Path, tmp_path: Path) -> AsyncIterator[BrowserContext]:
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),  # a fresh profile for each test
-            executable_path=str(CHROMIUM),
+            executable_path=str(chromium),
             args=FLAGS,
             headless=True,
             viewport={"width": 1440, "height": 900},

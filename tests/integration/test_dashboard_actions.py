@@ -9,6 +9,7 @@ import html
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import aio_pika
@@ -76,8 +77,8 @@ async def run_of(deployment: Deployment, job_id: str) -> str:
     return await eventually(created, within=WAIT, what=f"run of {job_id}")
 
 
-async def status_is(deployment: Deployment, run_id: str, status: str) -> dict:
-    async def reached() -> dict | None:
+async def status_is(deployment: Deployment, run_id: str, status: str) -> Any:
+    async def reached() -> Any:
         run = await deployment.db.runs.find_one({"_id": run_id})
         return run if run is not None and run["status"] == status else None
 
