@@ -65,7 +65,7 @@ async def load(hub: Console, run_id: str) -> RunView:
         raise HTTPException(404, "No such run.")
     async with asyncio.TaskGroup() as reads:
         flow = reads.create_task(hub.flow(run.flow_id))
-        rows = reads.create_task(hub.browse.rows(run_id))
+        rows = reads.create_task(hub.browse.rows(run_id, values=False))
         templates = reads.create_task(hub.browse.template_counts(run_id))
         stored = reads.create_task(hub.browse.events(run_id, limit=EVENTS_SHOWN))
         timers = reads.create_task(hub.browse.timers(run_id))
@@ -99,8 +99,18 @@ async def run_page(request: Request) -> Response:
 
 
 async def run_graph_json(request: Request) -> Response:
-    view = await load(console(request), request.path_params["run_id"])
-    return JSONResponse(run_graph(view.lines, view.flow))
+    """`GET /runs/{run}/graph`: the DAG with statuses (what a live page refetches)."""
+    hub = console(request)
+    run_id = request.path_params["run_id"]
+    run = await hub.browse.run(run_id)
+    if run is None:
+        raise HTTPException(404, "No such run.")
+    async with asyncio.TaskGroup() as reads:
+        flow = reads.create_task(hub.flow(run.flow_id))
+        rows = reads.create_task(hub.browse.rows(run_id, values=False))
+        templates = reads.create_task(hub.browse.template_counts(run_id))
+    lines = step_lines(flow.result(), rows.result(), templates.result())
+    return JSONResponse(run_graph(lines, flow.result()))
 
 
 async def step_detail(request: Request) -> Response:

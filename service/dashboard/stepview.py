@@ -6,6 +6,7 @@ manifest no longer knows are listed after them. A ForEach carries the status cou
 of its iterations and of each body step across the iterations.
 """
 
+import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -88,20 +89,30 @@ def ordered_counts(counts: Mapping[str, int]) -> list[tuple[str, int]]:
 def dag_order(steps: Mapping[str, Step]) -> list[str]:
     """The keys in an order where each step comes after its dependencies.
 
-    Ties keep the manifest's order; a cycle (refused at start) would end the walk.
+    Kahn's walk, always taking the ready step that comes first in the manifest; a
+    cycle (refused at start) leaves its steps to the end, in manifest order.
     """
-    deps = {
-        key: [d for d in step.run_after if d in steps] for key, step in steps.items()
+    position = {key: n for n, key in enumerate(steps)}
+    waiting = {
+        key: {d for d in step.run_after if d in steps} for key, step in steps.items()
     }
+    after: dict[str, list[str]] = {key: [] for key in steps}
+    for key, deps in waiting.items():
+        for dep in deps:
+            after[dep].append(key)
+    ready = [position[key] for key, deps in waiting.items() if not deps]
+    heapq.heapify(ready)
+    keys = list(steps)
     placed: list[str] = []
-    done: set[str] = set()
-    while len(placed) < len(steps):
-        ready = [k for k in steps if k not in done and all(d in done for d in deps[k])]
-        if not ready:
-            break
-        placed.extend(ready)
-        done.update(ready)
-    return placed + [k for k in steps if k not in done]
+    while ready:
+        key = keys[heapq.heappop(ready)]
+        placed.append(key)
+        for child in after[key]:
+            waiting[child].discard(key)
+            if not waiting[child]:
+                heapq.heappush(ready, position[child])
+    done = set(placed)
+    return placed + [key for key in steps if key not in done]
 
 
 def conditions_text(step: Step) -> str:

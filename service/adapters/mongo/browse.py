@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from service.adapters.mongo.codec import (
     EVENTS,
+    FLOWS,
     RUNS,
     STEPS,
     TIMERS,
@@ -36,6 +37,7 @@ from service.engine.records import Event, RunRecord, StepRecord, Timer, Waiter
 NEWEST: Final = [("started_at", DESCENDING), ("_id", DESCENDING)]
 OLDEST: Final = [("started_at", ASCENDING), ("_id", ASCENDING)]
 DERIVED_SHOWN: Final = 20
+_VALUES: Final = ("inputs", "resolved_inputs", "output", "trace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class RunBrowser:
         self._events = db[EVENTS]
         self._timers = db[TIMERS]
         self._waiters = db[WAITERS]
+        self._flows = db[FLOWS]
 
     async def page(
         self,
@@ -139,14 +142,27 @@ class RunBrowser:
         found = await self._runs.find_one({"_id": run_id})
         return None if found is None else run_record(found)
 
+    async def manifest_text(self, flow_id: str) -> str | None:
+        """The stored manifest of a flow as JSON text (None if there is no flow)."""
+        found = await self._flows.find_one({"_id": flow_id}, {"manifest": 1})
+        text = None if found is None else found.get("manifest")
+        return text if isinstance(text, str) else None
+
     async def derived(self, run_id: str) -> list[RunRecord]:
         """Runs started as reruns of `run_id`, newest first (the first 20)."""
         cursor = self._runs.find({"source_run_id": run_id}).sort(NEWEST)
         return [run_record(doc) async for doc in cursor.limit(DERIVED_SHOWN)]
 
-    async def rows(self, run_id: str, *, scope: str = "") -> list[StepRecord]:
-        """The step rows of one scope ("" top level, "loop" iterations, "loop.3")."""
-        cursor = self._steps.find({"run_id": run_id, "scope": scope})
+    async def rows(
+        self, run_id: str, *, scope: str = "", values: bool = True
+    ) -> list[StepRecord]:
+        """The step rows of one scope ("" top level, "loop" iterations, "loop.3").
+
+        Without `values`, a row's inputs, output and trace are left out (a list
+        shows none of them, and decoding them is most of the cost of a long run).
+        """
+        shape = None if values else dict.fromkeys(_VALUES, 0)
+        cursor = self._steps.find({"run_id": run_id, "scope": scope}, shape)
         return [step_record(doc) async for doc in cursor]
 
     async def rows_in(
