@@ -126,6 +126,7 @@
 
   function startLive(box) {
     const dot = document.getElementById("live-dot");
+    if (dot) dot.classList.add("shown");
     let busy = false;
     let again = false;
     async function refresh() {
@@ -240,7 +241,7 @@
     draw(box) {
       if (!window.dagre) { box.textContent = "The graph layout library did not load."; return; }
       const graph = new window.dagre.graphlib.Graph({ compound: true, multigraph: false });
-      graph.setGraph({ rankdir: "LR", nodesep: 16, ranksep: 44, edgesep: 10, marginx: 14, marginy: 14 });
+      graph.setGraph({ rankdir: "LR", nodesep: 22, ranksep: 44, edgesep: 10, marginx: 14, marginy: 22 });
       graph.setDefaultEdgeLabel(() => ({}));
       for (const node of Dag.data.nodes) {
         graph.setNode(node.id, { ...Dag.size(node), node });
@@ -278,7 +279,7 @@
         if (box2.node) continue;
         const g = el("g", { class: "dag-cluster" }, svg);
         el("rect", { x: box2.x - box2.width / 2, y: box2.y - box2.height / 2, width: box2.width, height: box2.height, rx: 8 }, g);
-        const title = el("text", { x: box2.x - box2.width / 2 + 8, y: box2.y - box2.height / 2 + 13 }, g);
+        const title = el("text", { x: box2.x - box2.width / 2 + 4, y: box2.y - box2.height / 2 - 5 }, g);
         title.textContent = clip(box2.label || "", 60);
       }
       for (const edgeId of graph.edges()) {
