@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.adapters.mongo.browse import Cursor, RunFilter
 from service.dashboard import filters, formatting
 from service.dashboard.auth import Role, Throttle, hash_password, parse_users, safe_next
 from service.dashboard.gantt import gantt
@@ -15,6 +16,7 @@ from service.engine.model import (
     Flow,
     FlowId,
     JobId,
+    Json,
     RunId,
     RunStatus,
     Step,
@@ -77,7 +79,7 @@ def run(status: RunStatus = RunStatus.RUNNING, end: int | None = None) -> RunRec
 
 
 def test_credential_named_fields_are_masked_at_any_depth_and_others_kept():
-    value = {
+    value: Json = {
         "Authorization": "Bearer x",
         "nested": [{"api_key": 1, "client_secret": "s", "author": "ada"}],
         "url": "amqp://user:pw@host:5672/",
@@ -228,16 +230,16 @@ def test_filters_parse_ages_iso_times_and_statuses_and_report_the_rest():
     assert parsed.where.since == T0 - timedelta(hours=2)
     assert parsed.where.until == datetime(2026, 11, 20, 10, tzinfo=UTC)
     assert parsed.where.text == "ab"
-    assert bad.where == filters.RunFilter()
+    assert bad.where == RunFilter()
     assert len(bad.problems) == 2
 
 
 def test_a_cursor_survives_its_round_trip_to_the_millisecond():
     at = datetime(2026, 11, 20, 12, 0, 1, 123000, tzinfo=UTC)
 
-    text = filters.cursor_text(filters.Cursor(at, "run-1"))
+    text = filters.cursor_text(Cursor(at, "run-1"))
 
-    assert filters.cursor(text) == filters.Cursor(at, "run-1")
+    assert filters.cursor(text) == Cursor(at, "run-1")
     assert filters.cursor("12:") is None
     assert filters.cursor("abc:run") is None
 
