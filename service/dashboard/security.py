@@ -38,7 +38,7 @@ HEADERS: Final = {
     "cross-origin-resource-policy": "same-origin",
     "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
 }
-PUBLIC: Final = ("/login", "/healthz")
+PUBLIC: Final = ("/login", "/healthz", "/readyz")
 STATIC: Final = "/static/"
 
 

@@ -8,7 +8,8 @@ users (`DASHBOARD_USERS`). One change stream feeds the live pages while it runs.
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Mapping
+import signal
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
@@ -229,6 +230,25 @@ def main(settings: Settings) -> None:
     asyncio.run(serve(config))
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, stopped by SIGTERM or SIGINT through the event loop, exiting 0.
+
+    uvicorn's own handlers raise the signal again once it has stopped, which ends
+    the process by that signal: a clean stop would look like a crash.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.handle_exit, signum, None)
+        try:
+            yield
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+
 async def serve(config: DashboardConfig) -> None:
     stores = connect(
         config.target.mongodb_url,
@@ -237,7 +257,7 @@ async def serve(config: DashboardConfig) -> None:
         app_name="flow-dashboard",
     )
     async with stores:
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(
                 build_app(config, stores),
                 host=config.host,

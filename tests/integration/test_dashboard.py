@@ -5,9 +5,14 @@ are stored as the workers store them. Actions against a worker: test_dashboard_a
 """
 
 import asyncio
+import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -25,15 +30,19 @@ from tests.dashboard_support import (
     T0,
     a_run,
     csrf_of,
+    free_port,
     seed_flow,
     seed_run,
     seed_step,
     served_dashboard,
     signed_in,
     token,
+    users_setting,
 )
+from tests.e2e.harness import REPO, eventually
 
 Db = AsyncDatabase[dict[str, Any]]
+FLOWCTL = str(Path(sys.executable).parent / "flowctl")
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
 
@@ -538,3 +547,71 @@ async def test_the_live_stream_says_change_when_a_run_is_written(
             await writer
 
     assert "event: change" in heard
+
+
+# -- the process -----------------------------------------------------------------
+
+
+async def test_flowctl_dashboard_refuses_to_start_without_users(tmp_path: Path):
+    env = {**os.environ, "DASHBOARD_USERS": "", "PYTHONUNBUFFERED": "1"}
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [FLOWCTL, "dashboard"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert "the dashboard refuses to start: DASHBOARD_USERS is empty" in line
+
+
+async def test_flowctl_dashboard_serves_until_sigterm(
+    mongo_db: Db, mongodb_url: str, rabbitmq_url: str
+):
+    port = free_port()
+    env = {
+        **os.environ,
+        "MONGODB_URL": mongodb_url,
+        "MONGODB_DATABASE": mongo_db.name,
+        "AMQP_URL": rabbitmq_url,
+        "DASHBOARD_USERS": users_setting(),
+        "DASHBOARD_PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(  # noqa: ASYNC220 - reaped in finally
+        [FLOWCTL, "dashboard"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        async def answers() -> int | None:
+            try:
+                async with httpx.AsyncClient() as client:
+                    response = await client.get(f"http://127.0.0.1:{port}/readyz")
+            except httpx.TransportError:
+                assert process.poll() is None, "the dashboard exited"
+                return None
+            return response.status_code
+
+        status = await eventually(answers, within=30, what="the dashboard answers")
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        output, _ = process.communicate()
+
+    assert status == 200
+    assert code == 0, output
+    assert '"event": "dashboard_started"' in output
