@@ -42,7 +42,11 @@ from kubernetes_validate import utils as kv
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"base": "deploy/k8s/base", "dev": "deploy/k8s/overlays/dev"}
 """Kustomization directories to render, by name."""
-OUTSIDE_BASE = ("deploy/k8s/base/secret.example.yaml",)
+OUTSIDE_BASE = (
+    "deploy/k8s/base/secret.example.yaml",
+    "deploy/k8s/examples/dashboard-secret.example.yaml",
+    "deploy/k8s/examples/dashboard-ingress.example.yaml",
+)
 """Manifests kept out of every kustomization, validated as they are."""
 KEDA_SCHEMA = "deploy/k8s/schemas/keda-v1alpha1.schema.json"
 RULES_SCHEMA = "deploy/k8s/schemas/monitoring-v1-prometheusrule.schema.json"
@@ -377,9 +381,15 @@ def reference_problems(objects: list[Obj]) -> list[str]:
     for obj in objects:
         by_kind.setdefault(obj["kind"], {})[obj["metadata"]["name"]] = obj
     problems: list[str] = []
-    for name, deployment in by_kind.get("Deployment", {}).items():
-        problems += _selector_problems(name, deployment, by_kind)
-        problems += _pod_reference_problems(name, deployment, by_kind)
+    deployments = by_kind.get("Deployment", {})
+    for name, deployment in deployments.items():
+        labels = _pod_labels(deployment)
+        if not _selects(deployment["spec"]["selector"]["matchLabels"], labels):
+            problems.append(
+                f"Deployment/{name}: selector does not match its pod labels"
+            )
+        problems += _config_map_problems(name, deployment, by_kind)
+    problems += _selector_problems(deployments, by_kind)
     for name, scaled in by_kind.get("ScaledObject", {}).items():
         problems += _scaled_object_problems(name, scaled, by_kind)
     return problems
@@ -392,41 +402,60 @@ _SELECTORS = {
 }
 
 
-def _selector_problems(name: str, deployment: Obj, by_kind: ByKind) -> list[str]:
-    labels = deployment["spec"]["template"]["metadata"].get("labels", {})
+def _pod_labels(deployment: Obj) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"].get(
+        "labels", {}
+    )
+    return labels
+
+
+def _selector_problems(deployments: dict[str, Obj], by_kind: ByKind) -> list[str]:
+    """Each Service, budget and policy selects the pods of some Deployment.
+
+    A Service's named target port must be a port of the pods it selects.
+    """
     problems = []
-    if not _selects(deployment["spec"]["selector"]["matchLabels"], labels):
-        problems.append(f"Deployment/{name}: selector does not match its pod labels")
     for kind, selector in _SELECTORS.items():
-        problems.extend(
-            f"{kind}/{other} does not select the pods of Deployment/{name}"
-            for other, obj in by_kind.get(kind, {}).items()
-            if not _selects(selector(obj), labels)
-        )
+        for other, obj in by_kind.get(kind, {}).items():
+            selected = [
+                d
+                for d in deployments.values()
+                if _selects(selector(obj), _pod_labels(d))
+            ]
+            if not selected:
+                problems.append(f"{kind}/{other} selects the pods of no Deployment")
+            if kind == "Service":
+                problems += _target_port_problems(other, obj, selected)
     return problems
 
 
-def _pod_reference_problems(name: str, deployment: Obj, by_kind: ByKind) -> list[str]:
-    containers = deployment["spec"]["template"]["spec"]["containers"]
-    ports = {p.get("name") for c in containers for p in c.get("ports", [])}
-    problems = [
-        f"Service/{service}: no container port named {port['targetPort']}"
-        for service, obj in by_kind.get("Service", {}).items()
-        for port in obj["spec"]["ports"]
+def _target_port_problems(name: str, service: Obj, selected: list[Obj]) -> list[str]:
+    ports = {
+        p.get("name")
+        for d in selected
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for p in c.get("ports", [])
+    }
+    return [
+        f"Service/{name}: no container port named {port['targetPort']}"
+        for port in service["spec"]["ports"]
         if isinstance(port.get("targetPort"), str) and port["targetPort"] not in ports
     ]
+
+
+def _config_map_problems(name: str, deployment: Obj, by_kind: ByKind) -> list[str]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
     config_maps = [
         source["configMapRef"]["name"]
         for c in containers
         for source in c.get("envFrom", [])
         if "configMapRef" in source
     ]
-    problems.extend(
+    return [
         f"Deployment/{name}: envFrom ConfigMap {ref} is not rendered"
         for ref in config_maps
         if ref not in by_kind.get("ConfigMap", {})
-    )
-    return problems
+    ]
 
 
 def _scaled_object_problems(name: str, scaled: Obj, by_kind: ByKind) -> list[str]:

@@ -235,6 +235,48 @@ def worker(ctx: click.Context) -> None:
 
 
 @flowctl.command()
+@click.pass_context
+def dashboard(ctx: click.Context) -> None:
+    """Serve the web console on DASHBOARD_HOST:DASHBOARD_PORT until SIGTERM.
+
+    It reads MongoDB and publishes control messages; it never runs a step.
+    """
+    from service.dashboard import server  # imported here, like the worker
+
+    settings = (ctx.find_object(Overrides) or Overrides()).settings()
+    try:
+        server.main(settings)
+    except server.DashboardSettingsError as exc:
+        raise SettingsError("the dashboard", f"refuses to start: {exc}") from None
+
+
+@flowctl.command("dashboard-user")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["viewer", "operator"]))
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input."
+)
+def dashboard_user(name: str, role: str, *, password_stdin: bool) -> None:
+    """Print a DASHBOARD_USERS entry for NAME with ROLE (the password is hashed)."""
+    from service.dashboard import auth
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < auth.SHORTEST_PASSWORD:
+        raise click.UsageError(
+            f"the password needs {auth.SHORTEST_PASSWORD} characters or more"
+        )
+    entry = f"{name}:{role}:{auth.hash_password(password)}"
+    try:
+        auth.parse_users(entry)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(entry)
+
+
+@flowctl.command()
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 if out of date.")
 @click.option(
     "--directory",

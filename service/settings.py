@@ -239,6 +239,39 @@ class Settings(BaseSettings):
         )
         return "otlp" if any(endpoints) else None
 
+    dashboard_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address `flowctl dashboard` listens on (`0.0.0.0` in containers).",
+    )
+    dashboard_port: int = Field(
+        8081, ge=1, le=65535, description="Port of `flowctl dashboard`."
+    )
+    dashboard_users: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "Who may sign in to the dashboard: `name:role:argon2-hash` entries "
+            "separated by `;` or new lines, role `viewer` or `operator` (`flowctl "
+            "dashboard-user NAME ROLE` prints one); the dashboard refuses to start "
+            "without one."
+        ),
+    )
+    dashboard_secret_key: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "Signs the dashboard's session cookies (32+ random characters); empty: a "
+            "random key per process, so sessions end when it restarts."
+        ),
+    )
+    dashboard_session_ttl: Seconds = Field(
+        timedelta(hours=8),
+        description="How long a dashboard sign-in lasts.",
+    )
+    dashboard_secure_cookies: bool = Field(
+        default=False,
+        description="Send the session cookie over HTTPS only (set it behind TLS).",
+    )
+
     @model_validator(mode="after")
     def _coherent(self) -> Self:
         if self.scheduler_interval <= timedelta(0):
@@ -267,6 +300,8 @@ def _shown_default(name: str, info: FieldInfo) -> str:
         return "`<hostname>-<pid>`"
     value = info.get_default(call_default_factory=True)
     match value:
+        case SecretStr() if not value.get_secret_value():
+            return "(none)"
         case SecretStr():
             return f"`{_masked(value.get_secret_value())}`"
         case None:

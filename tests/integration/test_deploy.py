@@ -68,8 +68,26 @@ def validated(tmp_path_factory: pytest.TempPathFactory) -> Validated:
     return read_output(out, done.stdout)
 
 
-def one(objects: list[Obj], kind: str) -> Obj:
-    (found,) = [obj for obj in objects if obj["kind"] == kind]
+def component(obj: Obj) -> str:
+    labels: dict[str, str] = obj["metadata"].get("labels", {})
+    return labels.get("app.kubernetes.io/component", "")
+
+
+def one(objects: list[Obj], kind: str, of: str = "worker") -> Obj:
+    """The one object of `kind` of the worker, or of the dashboard."""
+    wanted = [obj for obj in objects if obj["kind"] == kind]
+    if of == "dashboard" or kind not in {
+        "ConfigMap",
+        "ScaledObject",
+        "PodDisruptionBudget",
+    }:
+        wanted = [obj for obj in wanted if component(obj) in {of, ""}]
+    (found,) = wanted
+    return found
+
+
+def outside(validated: "Validated", name: str) -> Obj:
+    (found,) = [o for o in validated.outside if o["metadata"]["name"] == name]
     return found
 
 
@@ -241,7 +259,7 @@ def test_settings_come_from_the_config_map_and_the_secret(validated):
     objects = validated.rendered["base"]
     container = worker_container(objects)
     config_map = one(objects, "ConfigMap")
-    (secret,) = validated.outside
+    secret = outside(validated, "flow-orchestrator-secrets")
 
     sources = {
         next(iter(s)): next(iter(s.values()))["name"] for s in container["envFrom"]
@@ -258,13 +276,17 @@ def test_settings_come_from_the_config_map_and_the_secret(validated):
     assert set(secret["stringData"]) == {"AMQP_URL", "MONGODB_URL"}
 
 
-def test_the_secret_is_only_an_example_and_not_in_the_base(validated):
-    (secret,) = validated.outside
+def test_the_secrets_are_only_examples_and_not_in_the_base(validated):
+    secret = outside(validated, "flow-orchestrator-secrets")
+    dashboard = outside(validated, "flow-orchestrator-dashboard")
 
     assert not [o for o in validated.rendered["base"] if o["kind"] == "Secret"]
     for url in secret["stringData"].values():
         assert "CHANGE-ME" in url
         assert ".invalid:" in url  # a reserved TLD: it can never reach a real server
+    assert dashboard["kind"] == "Secret"
+    for value in dashboard["stringData"].values():
+        assert "CHANGE-ME" in value
 
 
 def test_the_metrics_service_and_the_budget_select_the_workers(validated):
@@ -467,3 +489,76 @@ def test_the_alert_rules_ship_as_a_prometheus_rule_in_the_base(validated):
         "FlowTimerLagHigh",
         "FlowReconcilerRepairing",
     } <= alerts
+
+
+# --- the dashboard ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["base", "dev"])
+def test_the_dashboard_runs_flowctl_dashboard_unprivileged_with_probes(
+    validated, target
+):
+    objects = validated.rendered[target]
+    deployment = one(objects, "Deployment", of="dashboard")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    service = one(objects, "Service", of="dashboard")
+
+    assert [*container["command"], *container["args"]] == ["flowctl", "dashboard"]
+    assert deployment["spec"]["replicas"] == 1
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    (port,) = container["ports"]
+    assert port["containerPort"] == int(env["DASHBOARD_PORT"])
+    assert env["DASHBOARD_HOST"] == "0.0.0.0"  # noqa: S104 - inside its pod
+    assert env["DASHBOARD_SECURE_COOKIES"] == "true"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    sources = [next(iter(s.values()))["name"] for s in container["envFrom"]]
+    assert "flow-orchestrator-dashboard" in sources
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["targetPort"] == "http"
+    assert service["spec"]["selector"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_the_dashboard_network_policy_lets_in_only_the_ingress_controller(validated):
+    objects = validated.rendered["base"]
+    policy = one(objects, "NetworkPolicy", of="dashboard")["spec"]
+    labels = one(objects, "Deployment", of="dashboard")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    (ingress,) = policy["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": 8081}]
+    egress = {(p["protocol"], p["port"]) for r in policy["egress"] for p in r["ports"]}
+    assert egress == {("UDP", 53), ("TCP", 53), ("TCP", 5672), ("TCP", 27017)}
+
+
+def test_the_dashboard_ingress_example_uses_tls_and_unbuffered_events(validated):
+    ingress = outside(validated, "flow-orchestrator-dashboard-ingress")
+    service = one(validated.rendered["base"], "Service", of="dashboard")
+
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert path["backend"]["service"]["name"] == service["metadata"]["name"]
+    assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+
+
+def test_the_compose_dashboard_is_local_read_only_and_needs_users(validated):
+    dashboard = validated.compose["services"]["dashboard"]
+
+    assert dashboard["command"] == ["dashboard"]
+    assert dashboard["ports"] == ["127.0.0.1:8081:8081"]
+    assert dashboard["read_only"] is True
+    assert dashboard["depends_on"] == {"worker": {"condition": "service_healthy"}}
+    assert dashboard["environment"]["DASHBOARD_USERS"] == "${DASHBOARD_USERS:-}"
