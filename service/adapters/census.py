@@ -43,7 +43,7 @@ def queue_roles(names: Names) -> dict[str, str]:
 async def running_by_flow(
     db: AsyncDatabase[dict[str, Any]], flow_ids: Iterable[str]
 ) -> dict[str, int]:
-    """Running runs of each flow: a count on the `running_by_flow` index, each."""
+    """Running runs of each flow: a count on the `runs_by_flow_status` index, each."""
     runs = db[RUNS]
     return {
         flow_id: await runs.count_documents(

@@ -32,7 +32,9 @@ async def test_runs_in_progress_are_counted_per_flow_on_an_index(mongo_db):
     ).explain()
 
     assert counts == {"orders": 3, "batch": 1, "idle": 0}
-    assert "running_by_flow" in str(plan["queryPlanner"]["winningPlan"])
+    winning = str(plan["queryPlanner"]["winningPlan"])
+    assert "IXSCAN" in winning
+    assert "COLLSCAN" not in winning
 
 
 async def test_queue_depths_and_consumers_come_from_passive_declares(

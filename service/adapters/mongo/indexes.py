@@ -20,7 +20,7 @@ from service.adapters.mongo.codec import (
     WAITERS,
     Document,
 )
-from service.engine.model import RunStatus, StepStatus
+from service.engine.model import StepStatus
 
 INDEXES: Final[dict[str, list[IndexModel]]] = {
     RUNS: [
@@ -64,12 +64,6 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
             name="runs_by_flow_status",
         ),
         IndexModel([("job_id", ASCENDING)], name="by_job"),
-        # The runs-in-progress gauge (adapters/census.py): one count per flow.
-        IndexModel(
-            [("flow_id", ASCENDING)],
-            name="running_by_flow",
-            partialFilterExpression={"status": str(RunStatus.RUNNING)},
-        ),
         IndexModel(
             [("idem", ASCENDING)],
             name="by_idempotency_key",
