@@ -13,7 +13,8 @@ from typing import Final
 
 from pydantic import BaseModel
 
-from contracts import KINDS
+from contracts import CONTROL_KINDS, KINDS
+from contracts.examples import BODIES, HEADERS, properties
 from contracts.messages import REPLY_KIND, Reply
 
 PACKAGE_DIRECTORY: Final = Path(__file__).parent
@@ -29,7 +30,33 @@ QUEUES: Final = {
     "step": "flow.steps",
     "control": "flow.control",
 }
-CONTROL_KINDS: Final = tuple(k for k in KINDS if k not in {"trigger", "run_step"})
+UNROUTABLE: Final = "flow.unroutable"
+DEAD_LETTER_REASONS: Final = (
+    "not_json",
+    "schema_invalid",
+    "unknown_kind",
+    "oversize",
+    "no_message_id",
+    "bad_properties",
+    "bad_header",
+    "unroutable",
+    "unknown_reference",
+    "bad_message",
+    "crashed",
+)
+_MESSAGE_IDS: Final = {
+    "run_step": "The attempt's job id, `<run id>:<step key>:<attempt>`: a duplicate "
+    "is recognised by it.",
+    "rerun": "The JobId, and the new run's idempotency key: required.",
+    "trigger_schedule_now": "The JobId, and the run's idempotency key: required.",
+    "trigger": "The JobId, and the idempotency key when the trigger carries none "
+    "(`idempotency_key`, an `x-idempotency-key` header): required without one.",
+}
+"""What `message_id` is to the kinds that rely on it."""
+_OPTIONAL_MESSAGE_ID: Final = (
+    "The JobId. Optional: a message without one is given the job id `body:` and 16 "
+    "hex digits of the SHA-256 of its body."
+)
 
 _AMQP: Final = "0.3.0"
 _JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -97,9 +124,15 @@ def asyncapi() -> dict[str, object]:
             "description": (
                 "Messages of the flow-orchestrator service. Every message is JSON "
                 "(content_type application/json, UTF-8) with its kind in the AMQP "
-                "`type` property; its `message_id` is the JobId. A request with "
-                "`reply_to` is answered there with a `reply` carrying its "
-                "`correlation_id`. A message breaking its contract is dead-lettered."
+                "`type` property (without one, the routing key names it); its "
+                "`message_id` is the JobId. `type`, `message_id`, `reply_to` and "
+                "`correlation_id` are AMQP basic properties, not application "
+                "headers: each message's `bindings.amqp.x-properties` describes "
+                "them as a JSON Schema. A request with `reply_to` is answered "
+                "there, through the default exchange, with a `reply` that copies "
+                "its `correlation_id`. A message breaking its contract, or one no "
+                "queue binds (the ingress exchange's alternate exchange catches "
+                "it), is dead-lettered with the reason in `x-dead-letter-reason`."
             ),
         },
         "defaultContentType": "application/json",
@@ -161,6 +194,15 @@ def _channels() -> dict[str, object]:
     }
     default: dict[str, object] = {"name": "", "type": "default"}
     bound = "A quorum queue bound to `" + EXCHANGE + "` with `{}.#`."
+    unroutable = (
+        "A quorum queue bound to `"
+        + UNROUTABLE
+        + "`, the alternate exchange of `"
+        + EXCHANGE
+        + "`: every message no queue binds, kept with its exchange and routing "
+        "key. The worker dead-letters it as `unroutable` (or, for a routing key of "
+        "the service whose binding is missing, publishes it again later)."
+    )
     return {
         "trigger": {
             **routed("trigger.{flow}", ingress, ["trigger"]),
@@ -181,9 +223,14 @@ def _channels() -> dict[str, object]:
             QUEUES["control"], CONTROL_KINDS, bound.format("control")
         ),
         "steps_queue": queued(QUEUES["step"], ["run_step"], bound.format("step")),
+        "unroutable_queue": queued(UNROUTABLE, ["dead_letter"], unroutable),
         "reply": {
             **routed(None, default, [REPLY_KIND]),
-            "description": "The request's `reply_to`, through the default exchange.",
+            "description": (
+                "The queue the request's AMQP `reply_to` property names (a "
+                "property, not a header), reached through the default exchange; "
+                "no reply without one."
+            ),
         },
         "dead_letter": {
             **routed(None, dlx, ["dead_letter"]),
@@ -198,12 +245,10 @@ def _channels() -> dict[str, object]:
 def _operations() -> dict[str, object]:
     receive = {"amqp": {"ack": True, "bindingVersion": _AMQP}}
     send = {"amqp": {"deliveryMode": 2, "bindingVersion": _AMQP}}
+    # No `address`: its runtime expression can only point into the payload or the
+    # application headers, and `reply_to` is an AMQP property (see the channel).
     reply = {
         "channel": _ref("channels", "reply"),
-        "address": {
-            "location": "$message.header#/reply_to",
-            "description": "The AMQP `reply_to` property; no reply without one.",
-        },
         "messages": [_ref("channels", "reply", "messages", REPLY_KIND)],
     }
 
@@ -243,22 +288,33 @@ def _operations() -> dict[str, object]:
 
 
 def _messages() -> dict[str, object]:
+    # No `correlationId`: its location can only point into the payload or the
+    # application headers, and `correlation_id` is an AMQP property (x-properties).
     messages: dict[str, object] = {}
     for kind, model in {**KINDS, REPLY_KIND: Reply}.items():
-        message = {
+        example: dict[str, object] = {
+            "name": f"a_{kind}",
+            "summary": f"A {kind} message; its AMQP properties are the example "
+            "of `bindings.amqp.x-properties`.",
+            "payload": BODIES[kind],
+        }
+        if kind in HEADERS:
+            example["headers"] = HEADERS[kind]
+        messages[kind] = {
             "name": kind,
             "title": model.__name__,
             "summary": (model.__doc__ or kind).strip().splitlines()[0],
             "payload": {"$ref": f"{kind}.json"},
             "headers": _ref("components", "schemas", _headers(kind)),
-            "bindings": {"amqp": {"messageType": kind, "bindingVersion": _AMQP}},
+            "bindings": {
+                "amqp": {
+                    "messageType": kind,
+                    "bindingVersion": _AMQP,
+                    "x-properties": _properties(kind),
+                }
+            },
+            "examples": [example],
         }
-        if kind != "run_step":
-            message["correlationId"] = {
-                "location": "$message.header#/correlation_id",
-                "description": "The AMQP `correlation_id` property; a reply copies it.",
-            }
-        messages[kind] = message
     messages["dead_letter"] = {
         "name": "dead_letter",
         "title": "Dead letter",
@@ -266,8 +322,82 @@ def _messages() -> dict[str, object]:
         "contentType": "application/octet-stream",
         "payload": {"description": "The original body, unchanged."},
         "headers": _ref("components", "schemas", "dead_letter_headers"),
+        "examples": [
+            {
+                "name": "an_unroutable_trigger",
+                "summary": "A trigger published with a routing key no queue binds.",
+                "payload": {"flow": "orders"},
+                "headers": {
+                    "x-dead-letter-reason": "unroutable",
+                    "x-dead-letter-detail": (
+                        "no queue is bound to routing key 'orders' on 'flow.ingress'"
+                    ),
+                    "x-original-routing-key": "orders",
+                    "x-original-exchange": EXCHANGE,
+                    "x-original-type": "trigger",
+                    "x-original-message-id": "trigger-42",
+                },
+            }
+        ],
     }
     return messages
+
+
+def _properties(kind: str) -> dict[str, object]:
+    """The AMQP basic properties of a message of `kind`, as a JSON Schema."""
+    if kind == REPLY_KIND:
+        reply: dict[str, object] = {
+            "type": {"const": kind},
+            "message_id": {
+                "type": "string",
+                "description": "The reply's own id: two replies to one request "
+                "have two.",
+            },
+            "correlation_id": {
+                "type": "string",
+                "description": "The request's `correlation_id`, copied.",
+            },
+            "content_type": {"const": "application/json"},
+        }
+        return _object(kind, reply, required=["type", "message_id"])
+    found: dict[str, object] = {
+        "type": {
+            "const": kind,
+            "description": "The message kind; without it, the routing key names it.",
+        },
+        "message_id": {
+            "type": "string",
+            "minLength": 1,
+            "description": _MESSAGE_IDS.get(kind, _OPTIONAL_MESSAGE_ID),
+        },
+        "content_type": {"const": "application/json"},
+    }
+    if kind != "run_step":
+        found["reply_to"] = {
+            "type": "string",
+            "description": "Where to answer (through the default exchange).",
+        }
+        found["correlation_id"] = {
+            "type": "string",
+            "description": "Copied into the reply.",
+        }
+    # A trigger needs one only without an idempotency key: said, not required.
+    required = ["message_id"] if kind in _MESSAGE_IDS and kind != "trigger" else []
+    return _object(kind, found, required=required)
+
+
+def _object(
+    kind: str, fields: dict[str, object], *, required: list[str]
+) -> dict[str, object]:
+    schema: dict[str, object] = {
+        "type": "object",
+        "description": "AMQP basic properties (not application headers).",
+        "properties": fields,
+        "examples": [properties(kind)],
+    }
+    if required:
+        schema["required"] = required
+    return schema
 
 
 def _headers(kind: str) -> str:
@@ -277,15 +407,23 @@ def _headers(kind: str) -> str:
 def _header_schemas() -> dict[str, object]:
     traceparent = {"type": "string", "description": "W3C trace context of the sender."}
     idempotency_key = {
-        "type": "string",
+        "type": ["string", "number"],
         "minLength": 1,
-        "maxLength": 200,
-        "description": "Dedupe key when the body has no `idempotency_key`.",
+        "description": (
+            "Dedupe key when the body has no `idempotency_key` (also read as "
+            "`Idempotency-Key`, in any case). A number counts as its text; any "
+            "other type, or a blank string, is dead-lettered as `bad_header`."
+        ),
     }
     return {
         "headers": {"type": "object", "properties": {"traceparent": traceparent}},
         "trigger_headers": {
             "type": "object",
+            "description": (
+                "Every application header is a trigger header (`@triggerHeaders()`), "
+                "merged with the body's `headers` (which win a clash), except those "
+                "that look like credentials, hop-by-hop ones and the transport's."
+            ),
             "properties": {
                 "traceparent": traceparent,
                 "x-idempotency-key": idempotency_key,
@@ -296,8 +434,8 @@ def _header_schemas() -> dict[str, object]:
             "required": ["x-dead-letter-reason"],
             "properties": {
                 "x-dead-letter-reason": {
-                    "type": "string",
-                    "description": "Why, e.g. not_json, schema_invalid, unknown_kind.",
+                    "enum": list(DEAD_LETTER_REASONS),
+                    "description": "Why the message was dead-lettered.",
                 },
                 "x-dead-letter-detail": {
                     "type": "string",
