@@ -23,7 +23,7 @@ from structlog.typing import FilteringBoundLogger
 from service import health, metrics
 from service.adapters.amqp.consumer import Consumer, Settled
 from service.adapters.amqp.dispatcher import AmqpDispatcher, open_publishing_channel
-from service.adapters.amqp.topology import Names, Topology, declare
+from service.adapters.amqp.topology import Names, Topology, establish
 from service.adapters.clock import SystemClock
 from service.adapters.mongo.client import MongoStores
 from service.adapters.mongo.client import connect as connect_mongo
@@ -289,7 +289,8 @@ async def _open_amqp(settings: Settings) -> tuple[AbstractRobustConnection, Topo
         raise UnavailableError(f"RabbitMQ is unavailable: {exc!r}") from exc
     try:
         channel = await open_publishing_channel(connection)
-        topology = await declare(
+        topology = await establish(
+            connection,
             channel,
             Names(settings.amqp_prefix),
             delivery_limit=settings.amqp_delivery_limit,
