@@ -475,8 +475,9 @@ def unknown_kind(draw: st.DrawFn) -> Fuzzed:
         kind = f"{kind}?"
     body = _json({"flow": "hello", "body": {"name": "kind"}})
     fuzzed = _dead(draw, "unknown_kind", "unknown_kind", body, kind)
-    if kind is None:
-        # Without a type the routing key names the kind: give it one that names none.
+    if not kind:
+        # Without a type (the driver reads an empty one as none) the routing key
+        # names the kind: give it one that names none.
         suffix = fuzzed.routing_key.partition(".")[2]
         named = suffix in CONTROL_KINDS
         return replace(fuzzed, routing_key=f"control.{suffix}{'?' if named else ''}")

@@ -100,7 +100,7 @@ def test_an_idempotency_header_of_another_type_is_refused_never_ignored(value):
     ("message_type", "routing_key", "kind"),
     [
         ("trigger", "control.signal", "trigger"),
-        ("", "trigger.hello", ""),
+        ("", "trigger.hello", "trigger"),
         (None, "trigger.hello", "trigger"),
         (None, "trigger", "trigger"),
         (None, "step.f", "run_step"),

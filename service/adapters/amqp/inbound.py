@@ -50,12 +50,13 @@ FlowControl = (
 
 ANONYMOUS_REFUSED: Final[Mapping[str, str]] = {
     "run_step": "it is the attempt's job id, which makes a duplicate recognisable",
-    "rerun": "it is the new run's idempotency key: without it a redelivered rerun "
-    "would start a second run",
-    "trigger_schedule_now": "it is the run's idempotency key: without it a "
-    "redelivered request would start a second run",
-    "trigger": "without one, a trigger needs an idempotency key (the idempotency_key "
-    "field or an x-idempotency-key header), or a redelivery would start a second run",
+    "rerun": "it is the new run's idempotency key, which tells a redelivery from a "
+    "request for a second run",
+    "trigger_schedule_now": "it is the run's idempotency key, which tells a "
+    "redelivery from a request for a second run",
+    "trigger": "a trigger without one needs an idempotency key (the idempotency_key "
+    "field or an x-idempotency-key header): one of them tells a redelivery from a "
+    "second run with the same body",
 }
 """Kinds refused without a message_id, and why (a trigger only without a key)."""
 

@@ -147,7 +147,7 @@ def kind_of(message_type: str | None, routing_key: str | None) -> str | None:
     that kind; any other key, nothing. Plain AMQP tools (Debian's `amqp-publish`)
     cannot set `type`.
     """
-    if message_type is not None:
+    if message_type:  # the driver reads an empty `type` as no `type`, so do we
         return message_type
     first, _, rest = (routing_key or "").partition(".")
     if first == "trigger":
