@@ -16,7 +16,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from contracts import KINDS, parse
-from service.adapters.amqp.topology import kind_of
+from service.adapters.amqp.topology import Names, kind_of, migration
 
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
@@ -113,3 +113,7 @@ def test_every_amqp_publish_example_can_be_sent_without_a_message_id():
             assert any(
                 h.lower().startswith("x-idempotency-key:") for h in example.headers
             )
+
+
+def test_the_readme_gives_the_migration_the_worker_logs():
+    assert migration(Names("flow")) in README.read_text(encoding="utf-8")
