@@ -228,7 +228,7 @@ async def round_trips(stores: MongoStores, commands: Commands) -> None:
 async def orchestrated(stores: MongoStores, commands: Commands, runs: int) -> None:
     """Round trips per executed step of the real orchestrator running examples.hello."""
     from examples import hello
-    from service.adapters.memory import InMemoryDispatcher
+    from service.adapters.memory.dispatcher import InMemoryDispatcher
     from service.orchestrator.api import Orchestrator
     from service.orchestrator.runtime import (
         Catalog,

@@ -502,9 +502,9 @@ class Scenario:
         with contextlib.suppress(Exception):
             connection = await self.connection()
             channel = await connection.channel()
-            for queue in ("triggers", "steps", "control", "dead"):
+            for queue in ("triggers", "steps", "control", "unroutable", "dead"):
                 await channel.queue_delete(f"{self.prefix}.{queue}")
-            for exchange in ("ingress", "dlx"):
+            for exchange in ("ingress", "unroutable", "dlx"):
                 await channel.exchange_delete(f"{self.prefix}.{exchange}")
             await connection.close()
         with contextlib.suppress(Exception):

@@ -28,7 +28,15 @@ from contracts.messages import (
     TriggerScheduleNowMessage,
 )
 
-__all__ = ["KINDS", "MAX_BODY_BYTES", "ContractError", "Inbound", "Reply", "parse"]
+__all__ = [
+    "CONTROL_KINDS",
+    "KINDS",
+    "MAX_BODY_BYTES",
+    "ContractError",
+    "Inbound",
+    "Reply",
+    "parse",
+]
 
 Inbound: TypeAlias = (
     TriggerMessage
@@ -60,6 +68,9 @@ KINDS: Final[Mapping[str, type[Inbound]]] = {
     "set_cron": SetCronMessage,
 }
 
+CONTROL_KINDS: Final = tuple(k for k in KINDS if k not in {"trigger", "run_step"})
+"""The kinds routed by `control.<kind>`."""
+
 MAX_BODY_BYTES: Final = 1024 * 1024
 
 ContractErrorReason: TypeAlias = Literal[
@@ -69,6 +80,7 @@ ContractErrorReason: TypeAlias = Literal[
     "oversize",
     "no_message_id",
     "bad_properties",
+    "bad_header",
 ]
 
 _MAX_DETAIL = 300
@@ -81,8 +93,9 @@ _LONG_NUMBER = re.compile(rb"[0-9]{19}")
 class ContractError(Exception):
     """A message that breaks the wire contract; `reason` goes in the dead-letter header.
 
-    `no_message_id` and `bad_properties` (text the driver could not decode as UTF-8)
-    are raised by the consumer, which reads the AMQP properties; `parse` raises the
+    `no_message_id`, `bad_properties` (text the driver could not decode as UTF-8) and
+    `bad_header` (a header the service reads has a value it cannot use) are raised
+    by the consumer, which reads the AMQP properties and headers; `parse` raises the
     other reasons. `detail` is short and never holds the payload.
     """
 

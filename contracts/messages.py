@@ -4,11 +4,13 @@ Inbound models ignore unknown fields and coerce nothing; a breaking change gets 
 new kind.
 """
 
-from typing import Annotated, Literal, TypeAlias
+import re
+from typing import Annotated, Final, Literal, TypeAlias
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -31,6 +33,16 @@ Cron = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"
 """A cron expression; the service checks its syntax, the contract only its shape."""
 
 _UUID_PATTERN = r"^[0-9A-Fa-f]{8}-([0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$"
+_UUID: Final = re.compile(_UUID_PATTERN)
+
+
+def canonical_run_id(text: str) -> str:
+    """A run id as stored: a UUID in lower case, any other reference as it is.
+
+    UUIDs are case-insensitive: `A1B2...` and `a1b2...` name one run.
+    """
+    return text.lower() if _UUID.match(text) else text
+
 
 RunUuid = Annotated[
     str,
@@ -38,6 +50,25 @@ RunUuid = Annotated[
     # One spelling per run: a pre-assigned id is stored and compared in lower case.
     AfterValidator(str.lower),
 ]
+
+RunRef = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    AfterValidator(canonical_run_id),
+]
+"""A run id, found whatever the case of its letters."""
+
+
+def _whole_number(value: object) -> object:
+    # JSON Schema's "integer" is any number with a zero fraction (1.0 included), and
+    # a JSON tool may write one so: take it as the integer it is.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_whole_number)]
+"""An integer; `1.0` is the integer 1, as in JSON Schema."""
 
 REPLY_KIND = "reply"
 """The AMQP `type` of a reply published to a request's `reply_to`."""
@@ -85,23 +116,23 @@ class RunStepMessage(_InboundModel):
     """Execute one attempt of a step (`run_step`); published by the service itself."""
 
     flow_id: Id
-    run_id: Id
+    run_id: RunRef
     step_key: Key
-    attempt: int = Field(ge=1)
+    attempt: Count = Field(ge=1)
     """The attempt number, from 1."""
 
 
 class RetryStepMessage(_InboundModel):
     """Retry a Failed step of a run (`retry_step`)."""
 
-    run_id: Id
+    run_id: RunRef
     step_key: Key
 
 
 class CancelRunMessage(_InboundModel):
     """Cancel a run (`cancel_run`)."""
 
-    run_id: Id
+    run_id: RunRef
     reason: Reason | None = None
     """Why, as recorded on the run."""
 
@@ -109,7 +140,7 @@ class CancelRunMessage(_InboundModel):
 class SignalMessage(_InboundModel):
     """Deliver a named signal to a run waiting for it (`signal`)."""
 
-    run_id: Id
+    run_id: RunRef
     signal: Key
     """The signal's name, matched case-insensitively."""
     payload: Json = None
@@ -119,7 +150,7 @@ class SignalMessage(_InboundModel):
 class RerunMessage(_InboundModel):
     """Start a new run with the trigger of an earlier one (`rerun`)."""
 
-    run_id: Id
+    run_id: RunRef
     """The source run."""
 
 
@@ -203,4 +234,4 @@ class Reply(BaseModel):
     step_key: str | None = None
     """The step concerned, if any."""
     data: dict[str, Json] = Field(default_factory=dict)
-    """Further facts, per kind (e.g. `closed_immediately` for `cancel_run`)."""
+    """Further facts, per kind; empty for every kind today."""

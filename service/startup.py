@@ -20,7 +20,7 @@ from structlog.typing import FilteringBoundLogger
 
 from service.adapters.amqp.client import masked
 from service.adapters.amqp.dispatcher import open_publishing_channel
-from service.adapters.amqp.topology import Names, Topology, declare
+from service.adapters.amqp.topology import Names, Topology, establish
 from service.adapters.mongo.client import MongoStores, redacted
 from service.adapters.mongo.client import connect as connect_mongo
 from service.errors import SettingsError, UnavailableError
@@ -115,7 +115,8 @@ async def _open_amqp(settings: Settings) -> tuple[AbstractRobustConnection, Topo
         raise SettingsError("AMQP_URL", f"{url} can't be used: {exc}") from None
     try:
         channel = await open_publishing_channel(connection)
-        topology = await declare(
+        topology = await establish(
+            connection,
             channel,
             Names(settings.amqp_prefix),
             delivery_limit=settings.amqp_delivery_limit,

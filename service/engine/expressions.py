@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeAlias, assert_never
 
+from service.engine import headers as trigger_headers
 from service.engine import when
 from service.engine.model import Json
 from service.engine.when import WhenNode
@@ -45,7 +46,7 @@ class Facts:
 
     body: Json
     headers: Mapping[str, str]
-    """Names are stored lower-case; lookups are case-insensitive."""
+    """Names as written; `@triggerHeaders()['X-Id']` matches them in any case."""
     steps: Mapping[str, StepFacts]
     """Keyed by the key as written in the expression (the local key)."""
     declared: frozenset[str]
@@ -245,7 +246,7 @@ def _lookup(ref: _Ref, facts: Facts, expression: str) -> Json:
             return None if path is None else _walk(facts.body, path)
         case _Headers(name):
             if name is not None:
-                return _header(facts.headers, name)
+                return trigger_headers.find(facts.headers, name)
             headers: dict[str, Json] = dict(facts.headers)
             return headers or None
         case _Step(key, field, path):
@@ -262,11 +263,3 @@ def _lookup(ref: _Ref, facts: Facts, expression: str) -> Json:
             return step.status if field == "status" else step.error
         case _:
             assert_never(ref)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    found = headers.get(wanted)
-    if found is None:  # a caller that kept the original case still gets a match
-        found = next((v for k, v in headers.items() if k.lower() == wanted), None)
-    return found

@@ -13,6 +13,7 @@ from datetime import timedelta
 import structlog
 
 from service.engine import attempt, continuation, signal_wait, stop
+from service.engine import headers as trigger_headers
 from service.engine.decision import Release, decided
 from service.engine.model import (
     Flow,
@@ -46,29 +47,6 @@ from service.orchestrator.runtime import (
 
 log = structlog.get_logger()
 
-EXCLUDED_HEADERS = frozenset(
-    {
-        "authorization",
-        "cookie",
-        "set-cookie",
-        "x-webhook-key",
-        "proxy-authorization",
-        "connection",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-    }
-)
-
-
-def capture_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Names lower-cased; credentials and hop-by-hop headers dropped (SPEC 3.8)."""
-    return {
-        name.lower(): value
-        for name, value in headers.items()
-        if name.lower() not in EXCLUDED_HEADERS
-    }
-
 
 def idempotency_key(
     request: TriggerRequest, headers: Mapping[str, str], *, header: str, job_id: JobId
@@ -76,8 +54,8 @@ def idempotency_key(
     """Decision 5: explicit key, else an idempotency header, else the message id."""
     key = (
         request.idempotency_key
-        or headers.get(header)
-        or headers.get("x-idempotency-key")
+        or trigger_headers.find(headers, header)
+        or trigger_headers.find(headers, "x-idempotency-key")
     )
     if key and key.strip():
         return key.strip().lower()
@@ -129,7 +107,7 @@ async def trigger(
 def _new_run(
     rt: Runtime, flow: Flow, request: TriggerRequest, *, job_id: JobId
 ) -> RunRecord:
-    headers = capture_headers(request.headers)
+    headers = trigger_headers.capture(request.headers)
     now = rt.clock.now()
     timeout = _run_timeout(request, flow, rt)
     return RunRecord(
@@ -325,9 +303,7 @@ async def rerun(rt: Runtime, run_id: RunId, *, job_id: JobId) -> TriggerResult:
     if run is None:
         raise UnknownReferenceError("run", run_id)
     header = rt.options.idempotency_header
-    headers = {
-        k: v for k, v in run.headers.items() if k not in (header, "x-idempotency-key")
-    }
+    headers = trigger_headers.without(run.headers, (header, "x-idempotency-key"))
     request = TriggerRequest(
         flow=run.flow_id,
         trigger_key=run.trigger_key,

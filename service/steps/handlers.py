@@ -17,6 +17,7 @@ from typing import Any, TypeAlias, cast, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
+from service.engine.headers import HeaderMap
 from service.engine.model import (
     BUILTIN_TYPES,
     FlowId,
@@ -52,9 +53,14 @@ class StepContext:
     job_id: JobId
     trigger_body: Json
     trigger_headers: Mapping[str, str]
+    """Names as written; `ctx.trigger_headers["x-id"]` matches them in any case."""
     now: datetime
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the run is cancelled or times out while the handler runs."""
+
+    def __post_init__(self) -> None:
+        # Frozen: set here, so a context however built matches names in any case.
+        object.__setattr__(self, "trigger_headers", HeaderMap(self.trigger_headers))
 
     @property
     def is_cancelled(self) -> bool:

@@ -208,11 +208,12 @@ class Deployment:
 
     @property
     def queues(self) -> list[str]:
-        return [f"{self.prefix}.{q}" for q in ("triggers", "steps", "control", "dead")]
+        roles = ("triggers", "steps", "control", "unroutable", "dead")
+        return [f"{self.prefix}.{role}" for role in roles]
 
     @property
     def exchanges(self) -> list[str]:
-        return [f"{self.prefix}.ingress", f"{self.prefix}.dlx"]
+        return [f"{self.prefix}.{role}" for role in ("ingress", "unroutable", "dlx")]
 
     # -- workers -----------------------------------------------------------------
 

@@ -21,7 +21,8 @@ BAD = [
         "schema_invalid",
     ),
     ("control.explode", b"{}", "explode", "bad-kind", "unknown_kind"),
-    ("trigger.steady", _trigger(), None, "bad-no-type", "unknown_kind"),
+    # No type, and a routing key that names no kind either (`control.<kind>` would).
+    ("control.explode", _trigger(), None, "bad-no-type", "unknown_kind"),
     ("trigger.steady", _trigger(body="x" * 5000), "trigger", "bad-size", "oversize"),
     (
         "trigger.nope",

@@ -75,6 +75,7 @@ KINDS = (
     "trigger_schedule_now",
     "set_cron",
 )
+CONTROL_KINDS = KINDS[2:]
 FLOW_REFS = {
     "hello": ["hello", "Hello", "HELLO", hello_flow.id],
     "branches": ["branches", "Branches", branches_flow.id],
@@ -473,7 +474,14 @@ def unknown_kind(draw: st.DrawFn) -> Fuzzed:
     if kind in KINDS:
         kind = f"{kind}?"
     body = _json({"flow": "hello", "body": {"name": "kind"}})
-    return _dead(draw, "unknown_kind", "unknown_kind", body, kind)
+    fuzzed = _dead(draw, "unknown_kind", "unknown_kind", body, kind)
+    if not kind:
+        # Without a type (the driver reads an empty one as none) the routing key
+        # names the kind: give it one that names none.
+        suffix = fuzzed.routing_key.partition(".")[2]
+        named = suffix in CONTROL_KINDS
+        return replace(fuzzed, routing_key=f"control.{suffix}{'?' if named else ''}")
+    return fuzzed
 
 
 @st.composite

@@ -26,7 +26,7 @@ from pamqp.header import ContentHeader
 
 from service.adapters.amqp.consumer import Backoff, Consumer, Tally
 from service.adapters.amqp.dispatcher import AmqpDispatcher, open_publishing_channel
-from service.adapters.amqp.topology import Names, Topology, declare
+from service.adapters.amqp.topology import Names, Topology, establish
 from service.adapters.clock import SystemClock
 from service.adapters.memory.stores import InMemoryStores
 from service.engine.model import Flow, RunId, RunStatus
@@ -45,9 +45,15 @@ FAST = Backoff(first=timedelta(milliseconds=20), cap=timedelta(milliseconds=200)
 
 def register(cleanup: AmqpCleanup, names: Names) -> None:
     """Have every name of the topology deleted after the test."""
-    for queue in (names.triggers, names.steps, names.control, names.dead):
+    for queue in (
+        names.triggers,
+        names.steps,
+        names.control,
+        names.unroutable,
+        names.dead,
+    ):
         cleanup.queue(queue)
-    for exchange in (names.ingress, names.dlx):
+    for exchange in (names.ingress, names.unroutable, names.dlx):
         cleanup.exchange(exchange)
 
 
@@ -98,7 +104,7 @@ async def running_worker(
     connection = await aio_pika.connect_robust(url)
     try:
         channel = await open_publishing_channel(connection)
-        topology = await declare(channel, names, delivery_limit=5)
+        topology = await establish(connection, channel, names, delivery_limit=5)
         stores = InMemoryStores()
         runtime = Runtime(
             Catalog(flows), handlers, stores, AmqpDispatcher(topology), SystemClock()
@@ -146,6 +152,15 @@ async def _started(consumer: Consumer, task: "asyncio.Task[None]") -> None:
             ready.cancel()
             task.result()  # raises why the consumer stopped
             raise AssertionError("the consumer stopped before consuming")
+
+
+async def declare_legacy_ingress(url: str, names: Names) -> None:
+    """The ingress exchange as a version before the alternate exchange declared it."""
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        await channel.declare_exchange(
+            names.ingress, aio_pika.ExchangeType.TOPIC, durable=True
+        )
 
 
 class Client:

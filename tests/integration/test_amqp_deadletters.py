@@ -14,7 +14,7 @@ from service.adapters.amqp.deadletters import (
     dead_letter_queue,
 )
 from service.adapters.amqp.topology import Names, declare
-from tests.integration.amqp import register
+from tests.integration.amqp import declare_legacy_ingress, register
 from tests.services import AmqpCleanup
 
 
@@ -136,8 +136,17 @@ async def test_a_replay_republishes_the_original_and_then_removes_the_letter(
 
 
 async def test_a_letter_that_cannot_be_routed_stays_in_the_queue(
-    channel: AbstractChannel, names: Names, letters: DeadLetterQueue
+    rabbitmq_url: str,
+    channel: AbstractChannel,
+    names: Names,
+    letters: DeadLetterQueue,
 ):
+    """On an ingress exchange without an alternate exchange (declared by an older
+    version, no policy) the broker returns an unroutable replay: the letter stays.
+    (With one, the replay is dead-lettered again: test_amqp_unroutable.)"""
+    await channel.exchange_delete(names.ingress)
+    await declare_legacy_ingress(rabbitmq_url, names)
+    await declare(channel, names, delivery_limit=5, legacy_ingress=True)
     await dead_letter(channel, names, "lost", routing_key="nowhere.at.all")
     await dead_letter(channel, names, "fine")
 

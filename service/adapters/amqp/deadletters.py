@@ -11,7 +11,6 @@ and carries a correlation id of its own, which a new death keeps.
 """
 
 import contextlib
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from aio_pika.abc import (
 from service.adapters.amqp import lenient
 from service.adapters.amqp.client import connected, existing_exchange, existing_queue
 from service.adapters.amqp.dispatcher import open_publishing_channel, publish_message
-from service.adapters.amqp.letters import copy_of, encodable_table
+from service.adapters.amqp.letters import body_id, copy_of, encodable_table
 from service.adapters.amqp.topology import Names
 from service.engine.model import Json
 from service.errors import UnavailableError
@@ -281,7 +280,7 @@ def read(message: AbstractIncomingMessage) -> DeadLetter:
 def letter_id_of(message: AbstractIncomingMessage) -> str:
     if message.message_id:
         return lenient.printable(message.message_id)
-    return "body:" + hashlib.sha256(message.body).hexdigest()[:16]
+    return body_id(message.body)
 
 
 def returns_of(message: AbstractIncomingMessage) -> int:

@@ -6,11 +6,11 @@ channels: the consumer owns those.
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import assert_never
+from typing import Final, assert_never
 
 from aio_pika.abc import HeadersType
 
-from contracts import Inbound, Reply
+from contracts import ContractError, Inbound, Reply
 from contracts.messages import (
     CancelRunMessage,
     DisableFlowMessage,
@@ -25,6 +25,9 @@ from contracts.messages import (
     TriggerMessage,
     TriggerScheduleNowMessage,
 )
+from service.adapters.amqp.headers import IDEMPOTENCY_HEADERS, idempotency_key, texts
+from service.adapters.amqp.letters import body_id
+from service.engine import headers as trigger_headers
 from service.engine.model import JobId, RunId, StepKey
 from service.orchestrator.api import Orchestrator
 from service.orchestrator.runtime import (
@@ -33,9 +36,6 @@ from service.orchestrator.runtime import (
     TriggerRequest,
     TriggerResult,
 )
-
-IDEMPOTENCY_HEADERS = ("x-idempotency-key", "idempotency-key")
-"""AMQP headers read as the idempotency key of a trigger whose body has none."""
 
 RunControl = RetryStepMessage | CancelRunMessage | SignalMessage
 FlowControl = (
@@ -48,15 +48,30 @@ FlowControl = (
 )
 
 
+ANONYMOUS_REFUSED: Final[Mapping[str, str]] = {
+    "run_step": "it is the attempt's job id, which makes a duplicate recognisable",
+    "rerun": "it is the new run's idempotency key, which tells a redelivery from a "
+    "request for a second run",
+    "trigger_schedule_now": "it is the run's idempotency key, which tells a "
+    "redelivery from a request for a second run",
+    "trigger": "a trigger without one needs an idempotency key (the idempotency_key "
+    "field or an x-idempotency-key header): one of them tells a redelivery from a "
+    "second run with the same body",
+}
+"""Kinds refused without a message_id, and why (a trigger only without a key)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """What the call needs to know about the delivery that carried the message."""
 
     kind: str
     job_id: JobId
-    """The AMQP message_id."""
+    """The AMQP message_id; for a message without one, `body:<hash of the body>`."""
     headers: Mapping[str, str]
-    """The AMQP headers whose values are text, names in lower case."""
+    """The AMQP application headers that have text, names as written."""
+    idempotency_key: str | None
+    """A trigger's AMQP idempotency header, as text."""
     redelivered: bool
     """Delivered before (the redelivered flag, or a quorum queue's x-delivery-count)."""
 
@@ -66,26 +81,41 @@ class Delivery:
 
 
 def delivery_of(
-    kind: str,
-    message_id: str,
-    headers: HeadersType | None,
+    body: Inbound,
     *,
+    kind: str,
+    message_id: str | None,
+    headers: HeadersType | None,
+    raw: bytes,
     redelivered: bool | None,
 ) -> Delivery:
-    text = text_headers(headers)
+    """The facts of the delivery that carried `body`, a message of `kind`.
+
+    Raises:
+        ContractError: `bad_header` (a trigger's idempotency header of a type that is
+            not text or a number), or `no_message_id` (a kind whose message id is its
+            dedupe key, see ANONYMOUS_REFUSED).
+    """
+    key = idempotency_key(headers) if isinstance(body, TriggerMessage) else None
+    if not message_id:
+        _check_anonymous(body, kind, key)
     count = (headers or {}).get("x-delivery-count")
     again = bool(redelivered) or (isinstance(count, int) and count > 0)
-    return Delivery(kind, JobId(message_id), text, again)
+    job_id = JobId(message_id or body_id(raw))
+    return Delivery(kind, job_id, texts(headers), key, again)
 
 
-def text_headers(headers: HeadersType | None) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name, value in (headers or {}).items():
-        if isinstance(value, bytes):
-            found[name.lower()] = value.decode("utf-8", errors="replace")
-        elif isinstance(value, str):
-            found[name.lower()] = value
-    return found
+def _check_anonymous(body: Inbound, kind: str, key: str | None) -> None:
+    """Accept a message without a message_id only where nothing relies on it."""
+    if isinstance(body, TriggerMessage) and (
+        body.idempotency_key
+        or key
+        or any(trigger_headers.find(body.headers, h) for h in IDEMPOTENCY_HEADERS)
+    ):
+        return
+    if why := ANONYMOUS_REFUSED.get(kind):
+        missing = "the message_id property is missing"
+        raise ContractError("no_message_id", f"{missing}: {why}")
 
 
 def context_of(body: Inbound) -> dict[str, str]:
@@ -136,19 +166,17 @@ async def call(orchestrator: Orchestrator, body: Inbound, at: Delivery) -> Reply
 def trigger_request(body: TriggerMessage, at: Delivery) -> TriggerRequest:
     """The engine's request for a trigger message.
 
-    Body headers are the trigger headers; an AMQP idempotency header is the key when
-    the body has none (with neither, the orchestrator uses the message id).
+    The trigger headers are the AMQP application headers and the body's `headers`,
+    the body's winning a name both have; the idempotency key is the body's, else the
+    AMQP idempotency header (else the orchestrator looks in the headers, then uses
+    the message id).
     """
-    key = body.idempotency_key or next(
-        (at.headers[name] for name in IDEMPOTENCY_HEADERS if at.headers.get(name)),
-        None,
-    )
     return TriggerRequest(
         flow=body.flow,
         trigger_key=body.trigger_key,
         body=body.body,
-        headers=dict(body.headers),
-        idempotency_key=key,
+        headers=trigger_headers.merge(body.headers, at.headers),
+        idempotency_key=body.idempotency_key or at.idempotency_key,
         run_id=RunId(body.run_id) if body.run_id else None,
     )
 

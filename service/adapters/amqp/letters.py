@@ -8,6 +8,7 @@ copy's headers and properties are rewritten as valid text where needed, and its 
 original headers are dropped until its content header fits; headers note either change.
 """
 
+import hashlib
 import struct
 from collections.abc import Mapping
 from typing import Final
@@ -36,6 +37,15 @@ _NOTE_ROOM: Final = 1 + len(TRIMMED) + 1 + 4 + _MAX_NOTE
 _MAX_NAME: Final = 128
 """Bytes of a field name; pamqp cuts longer ones when it encodes them."""
 _MAX_SHORT: Final = 255
+
+
+def body_id(body: bytes) -> str:
+    """The id of a message that has no message_id: `body:` and a hash of its body.
+
+    The same for every delivery of it: it names such a dead letter, and is the job id
+    of such a message (a control message sent by a plain AMQP tool, say).
+    """
+    return "body:" + hashlib.sha256(body).hexdigest()[:16]
 
 
 class LetterError(Exception):
@@ -81,6 +91,8 @@ def copy_of(
 ) -> Message:
     """A persistent copy of a received message with `headers`, and `facts` over them.
 
+    A message without a message_id gets its `body_id` (aiormq would give the copy a
+    random one).
     Header values pamqp cannot encode are rewritten as text (noted in REWRITTEN); if
     the content header would not fit in a frame of `frame_max` bytes, the largest of
     `headers` are dropped (noted in TRIMMED); `facts` are kept whole, and so is the
@@ -214,7 +226,8 @@ def _copy(message: AbstractIncomingMessage, headers: HeadersType) -> Message:
         priority=message.priority,
         correlation_id=_short(message.correlation_id),
         reply_to=_short(message.reply_to),
-        message_id=_short(message.message_id),
+        # aiormq would give a copy without one a random id: give it the stable one.
+        message_id=_short(message.message_id) or body_id(message.body),
         timestamp=message.timestamp,
         type=_short(message.type),
         app_id=_short(message.app_id),

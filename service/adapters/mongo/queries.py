@@ -181,9 +181,10 @@ def _run_query(
     if started:
         query["started_at"] = started
     if text := (text or "").strip():
-        # Anchored, so each branch is a range scan of its index.
+        # Anchored, so each branch is a range scan of its index. Run ids are UUIDs,
+        # stored in lower case: `A1B2` finds run a1b2... (UUIDs are case-insensitive).
         query["$or"] = [
-            {"_id": {"$regex": f"^{re.escape(text)}"}},
+            {"_id": {"$regex": f"^{re.escape(text.lower())}"}},
             {"job_id": {"$regex": f"^{re.escape(text)}"}},
             {"idem": {"$regex": f"^{re.escape(text.lower())}"}},
         ]
