@@ -6,7 +6,8 @@ by its When (a Skipped row with the reason), or waiting; a skipped step makes it
 dependents candidates, until nothing more moves (decision 1: the cascade is complete).
 A candidate whose facts are not known yet (a join's other branches, the steps its When
 reads) is asked for; a wide join is counted before its rows are read. A cascade that
-released nothing may have ended its scope: the scope's rows are asked for next.
+released nothing and left no step waiting may have ended its scope: the scope's rows
+are asked for next (a waiting step means one it waits for is still to run).
 """
 
 from collections.abc import Mapping
@@ -107,6 +108,7 @@ class _Work:
     skipped: list[NewStep] = field(default_factory=list)
     rows_needed: set[str] = field(default_factory=set)
     counts_needed: dict[str, frozenset[str]] = field(default_factory=dict)
+    waiting: bool = False
 
 
 def _cascade(
@@ -128,7 +130,8 @@ def _cascade(
         for key in sorted(decidable, key=list(scope.steps).index):
             row = _verdict(ctx, scope, key, known, state, counts)
             if row is None:
-                continue  # waiting for a dependency that is not final
+                work.waiting = True  # a dependency is not final: the scope goes on
+                continue
             work.rows.append(row)
             known[key] = _as_record(ctx, row)
             if row.status is StepStatus.SKIPPED:
@@ -145,6 +148,7 @@ def _cascade(
         known=known,
         seen=seen,
         released=state.released or bool(work.released),
+        waiting=state.waiting or work.waiting,
     )
     return Round(_decision(ctx, state, work), _follow(ctx, scope, state, work))
 
@@ -326,6 +330,6 @@ def _follow(
         )
         asked = frozenset(work.rows_needed)
         return (Next(load, replace(state, counting=counting, asked=asked)),)
-    if state.released:
-        return ()
+    if state.released or state.waiting:
+        return ()  # something of the scope is still to run: it has not ended
     return (end_scope(scope),)

@@ -102,6 +102,8 @@ class ContinueScope:
     """Local keys whose state is known: a row in `known`, or none at all."""
     released: bool = False
     """Whether this continuation released a step (then the scope cannot have ended)."""
+    waiting: bool = False
+    """Whether a step was found waiting for another (then neither can it)."""
     loop_inputs: Mapping[str, Json] = field(default_factory=dict)
     """`__loopItem` and `__loopIndex` of the iteration, for the rows it inserts."""
     delay: timedelta | None = None

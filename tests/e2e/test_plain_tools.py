@@ -212,7 +212,8 @@ async def test_an_unroutable_message_is_counted_listed_and_replayed(
 
     await eventually(lambda: dead(1), within=WITHIN, what="dead-lettered")
     [listed] = (await cli.json("dlq", "list"))["items"]
-    replayed = await cli.ok("dlq", "replay", listed["letter_id"])
+    # Still unbound: the replay is dead-lettered again, and says so (exit 1).
+    replayed = await cli("dlq", "replay", listed["letter_id"])
     await eventually(lambda: dead(2), within=WITHIN, what="dead-lettered again")
     [again] = (await cli.json("dlq", "list"))["items"]
 
@@ -220,7 +221,9 @@ async def test_an_unroutable_message_is_counted_listed_and_replayed(
     assert listed["exchange"] == f"{deployment.prefix}.ingress"
     assert listed["letter_id"].startswith("body:")
     assert listed["body"] == body
-    assert "-> orders" in replayed.stdout
+    assert replayed.exit_code == 1
+    assert "dead-lettered again" in replayed.stdout
+    assert "-> orders): unroutable" in replayed.stdout
     assert (again["letter_id"], again["reason"]) == (listed["letter_id"], "unroutable")
     assert await deployment.count_runs() == 0
 

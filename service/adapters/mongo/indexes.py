@@ -1,14 +1,17 @@
 """Every index the MongoDB stores rely on, created idempotently at start.
 
 `ensure_indexes` may run in every worker at every start, concurrently: creating an index
-that exists with the same name and keys is a no-op. Changing an index means a new name
-(and dropping the old one by hand), never new options under an old name.
+that exists with the same name and keys is a no-op. Changing an index means a new name,
+never new options under an old name; the old name goes into `OBSOLETE`, dropped at
+start.
 """
 
+import contextlib
 from typing import Final
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from service.adapters.mongo.codec import (
     EVENTS,
@@ -77,11 +80,10 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
         ),
     ],
     STEPS: [
-        # scope_steps, count_final, in_flight, retention (its run_id prefix).
-        IndexModel(
-            [("run_id", ASCENDING), ("scope", ASCENDING), ("status", ASCENDING)],
-            name="by_scope",
-        ),
+        # scope_steps, count_final, in_flight, retention (its run_id prefix). Not on
+        # status: a step changes status three times, and every change would move its
+        # entry; the few reads by status (a scope's end, a stop) filter what it finds.
+        IndexModel([("run_id", ASCENDING), ("scope", ASCENDING)], name="by_run_scope"),
         # The reconciler: dispatched but never claimed; claimed but the lease ended.
         IndexModel(
             [("dispatched_at", ASCENDING), ("_id", ASCENDING)],
@@ -135,11 +137,27 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
 }
 
 
+OBSOLETE: Final[dict[str, tuple[str, ...]]] = {
+    RUNS: ("unstarted", "newest", "by_flow", "by_status", "running_by_flow"),
+    STEPS: ("by_scope",),
+}
+"""Indexes of earlier versions that nothing reads any more (each write still paid
+for them): dropped at start, if there."""
+
+
 async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
-    """Create every index that does not exist yet (idempotent).
+    """Create every index that does not exist yet (idempotent); drop obsolete ones.
 
     The sweeps sort on (instant, _id), so their indexes carry `_id` as a second key:
     the index gives the order and a sweep reads `limit` keys, however many match.
     """
     for collection, indexes in INDEXES.items():
         await db[collection].create_indexes(indexes)
+    for collection, names in OBSOLETE.items():
+        existing = {
+            index["name"] async for index in await db[collection].list_indexes()
+        }
+        for name in names:
+            if name in existing:
+                with contextlib.suppress(OperationFailure):  # another worker was first
+                    await db[collection].drop_index(name)
