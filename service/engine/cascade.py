@@ -32,7 +32,6 @@ from service.engine.model import (
     Scope,
     StepKey,
     StepStatus,
-    dependents,
 )
 from service.engine.records import (
     PREREQUISITES_UNMET,
@@ -84,7 +83,7 @@ def resume(ctx: RunContext, state: ContinueScope, loaded: Loaded | None) -> Roun
     stop = ctx.stop or next((r.stop for r in known.values() if r.stop), None)
     if stop is not None:
         return close_stopped(stop)
-    return _cascade(ctx, state, dependents(scope.steps, state.settled), counts)
+    return _cascade(ctx, state, scope.dependents(state.settled), counts)
 
 
 def close_stopped(status: RunStatus) -> Round:
@@ -108,7 +107,7 @@ class _Work:
     skipped: list[NewStep] = field(default_factory=list)
     rows_needed: set[str] = field(default_factory=set)
     counts_needed: dict[str, frozenset[str]] = field(default_factory=dict)
-    waiting: bool = False
+    waiting: set[str] = field(default_factory=set)
 
 
 def _cascade(
@@ -130,8 +129,9 @@ def _cascade(
         for key in sorted(decidable, key=list(scope.steps).index):
             row = _verdict(ctx, scope, key, known, state, counts)
             if row is None:
-                work.waiting = True  # a dependency is not final: the scope goes on
+                work.waiting.add(key)  # a dependency is not final (for now)
                 continue
+            work.waiting.discard(key)
             work.rows.append(row)
             known[key] = _as_record(ctx, row)
             if row.status is StepStatus.SKIPPED:
@@ -140,7 +140,7 @@ def _cascade(
             else:
                 work.released.append(row.key)
         settled.update(newly)
-        candidates = dependents(scope.steps, newly)
+        candidates = scope.dependents(newly)
     seen = state.seen | {scope.local(r.key) for r in work.rows}
     state = replace(
         state,
@@ -148,7 +148,8 @@ def _cascade(
         known=known,
         seen=seen,
         released=state.released or bool(work.released),
-        waiting=state.waiting or work.waiting,
+        # Still waiting at the end of the cascade: something it waits for is to run.
+        waiting=state.waiting or bool(work.waiting),
     )
     return Round(_decision(ctx, state, work), _follow(ctx, scope, state, work))
 

@@ -201,10 +201,19 @@ class Flow:
     )
     version: str = "1"
     run_timeout: timedelta | None = None
+    _after: dict[str, Mapping[str, frozenset[str]]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    """Per scope template ("" or "loop."): each step's dependents, found once."""
 
     def scope(self, prefix: str = "") -> "Scope":
         """The steps visible under a runtime key prefix ("" or "loop.3.")."""
-        return Scope(prefix, self.body_of(prefix))
+        steps = self.body_of(prefix)
+        template = "".join(f"{part}." for part in template_parts(prefix))
+        after = self._after.get(template)
+        if after is None:
+            after = self._after[template] = _reverse(steps)
+        return Scope(prefix, steps, after)
 
     def body_of(self, prefix: str) -> Mapping[str, Step]:
         steps = self.steps
@@ -240,6 +249,17 @@ class Scope:
 
     prefix: str
     steps: Mapping[str, Step]
+    after: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Each step's dependents (built by `Flow.scope`; empty: found by a scan)."""
+
+    def dependents(self, of: Iterable[str]) -> set[str]:
+        """Keys of this scope's steps that list any of `of` in their runAfter."""
+        if not self.after:
+            return dependents(self.steps, of)
+        found: set[str] = set()
+        for key in of:
+            found |= self.after.get(key, frozenset())
+        return found
 
     def key(self, local: str) -> StepKey:
         return StepKey(self.prefix + local)
@@ -281,6 +301,15 @@ def dependents(steps: Mapping[str, Step], of: Iterable[str]) -> set[str]:
     """Keys of `steps` that list any of `of` in their runAfter."""
     wanted = set(of)
     return {k for k, s in steps.items() if wanted.intersection(s.run_after)}
+
+
+def _reverse(steps: Mapping[str, Step]) -> dict[str, frozenset[str]]:
+    """Each key's dependents in `steps` (the steps that list it in their runAfter)."""
+    found: dict[str, set[str]] = {}
+    for key, step in steps.items():
+        for dep in step.run_after:
+            found.setdefault(dep, set()).add(key)
+    return {dep: frozenset(keys) for dep, keys in found.items()}
 
 
 def descendants(steps: Mapping[str, Step], of: str) -> set[str]:

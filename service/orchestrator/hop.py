@@ -29,7 +29,7 @@ from service.engine.model import (
 from service.engine.records import Claim, NewStep, RunFacts, StepRecord
 from service.engine.results import Failed, StepResult
 from service.engine.rounds import RunContext
-from service.errors import UnknownReferenceError
+from service.errors import UnavailableError, UnknownReferenceError
 from service.orchestrator.driver import drive
 from service.orchestrator.heartbeat import Heartbeat
 from service.orchestrator.runtime import Runtime, StepRequest
@@ -73,7 +73,7 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
         mine = [f for f in driven.finished if f.key == row.key]
         if driven.lost or not mine:
             rt.tracer.attempt_finished("lost", None)
-            log.warning("step_result_discarded", reason="claim_lost")
+            await _lost(rt, row)
             return
         outcome = mine[0].outcome
         rt.tracer.attempt_finished(outcome.status.value, outcome.error)
@@ -169,6 +169,20 @@ async def _invoke(
         # The exception first (what tables and events show), then where it came from.
         trace = "".join(traceback.format_exception(exc))
         return Failed(f"{type(exc).__name__}: {exc}\n\n{trace[-8000:]}")
+
+
+async def _lost(rt: Runtime, row: StepRecord) -> None:
+    """The result was refused: the claim is another's now, or it vanished.
+
+    A claim is acknowledged by the primary alone; one a failover rolled back leaves
+    the row as it was before it (absent, Queued, an earlier attempt). Then the step is
+    nobody's: the delivery is tried again (it runs the step again, as at-least-once
+    allows), instead of being acknowledged as a duplicate and lost.
+    """
+    now = (await rt.stores.steps.steps(row.run_id, [row.key])).get(row.key)
+    if now is None or now.attempt < row.attempt or now.status is StepStatus.QUEUED:
+        raise UnavailableError(f"the claim of {row.key} was rolled back; trying again")
+    log.warning("step_result_discarded", reason="claim_lost")
 
 
 def _report(rt: Runtime, ctx: RunContext, row: StepRecord, status: StepStatus) -> None:

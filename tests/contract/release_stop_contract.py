@@ -256,3 +256,51 @@ class ReleaseStopContract:
         rows = await stores.steps.all_steps(run_id)
 
         assert sorted(r.key for r in rows) == ["loop", "loop.0", "loop.0.x"]
+
+    async def test_results_that_land_together_each_get_their_own_answer(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        # Written at once (group commit on MongoDB): a plain one, one on a row the
+        # stop marked, one whose claim was lost.
+        stopped, lost, plain = StepKey("a"), StepKey("b"), StepKey("c")
+        run_id = await a_run_with(stores, clock, a_step("a"), a_step("b"))
+        for key in (stopped, lost):
+            await stores.steps.claim(
+                run_id, key, job_id=JOB, now=clock.now(), lease=LEASE
+            )
+        await stores.steps.settle(
+            run_id,
+            lost,
+            Outcome(StepStatus.SKIPPED),
+            expected=frozenset({StepStatus.RUNNING}),
+            now=clock.now(),
+        )
+        await stores.steps.mark_stopped(run_id, RunStatus.CANCELLED)
+        await stores.steps.add_steps(run_id, [a_step("c")], at=clock.now())
+        await stores.steps.claim(
+            run_id, plain, job_id=JOB, now=clock.now(), lease=LEASE
+        )
+
+        answers = await asyncio.gather(
+            *(
+                stores.steps.finish(
+                    run_id,
+                    key,
+                    DONE,
+                    job_id=JOB,
+                    attempt=1,
+                    now=clock.now(),
+                    released=[StepKey("next")],
+                )
+                for key in (stopped, lost, plain)
+            )
+        )
+
+        assert [(a.won, a.stop) for a in answers] == [
+            (True, RunStatus.CANCELLED),
+            (False, None),
+            (True, None),
+        ]
+        rows = await stores.steps.steps(run_id, [stopped, plain])
+        assert (rows[stopped].released, rows[plain].released) == ((), ("next",))
+        assert rows[stopped].status is rows[plain].status is StepStatus.SUCCEEDED

@@ -175,3 +175,16 @@ def test_no_reply_data_is_promised_that_the_service_does_not_send():
 
     assert "closed_immediately" not in json.dumps(reply)
     assert "closed_immediately" not in readme
+
+
+def test_the_dispatchers_run_step_body_is_what_the_contract_writes():
+    from service.adapters.amqp.dispatcher import run_step_body
+    from service.engine.model import FlowId, RunId, StepKey
+    from service.ports.dispatch import Dispatch
+
+    dispatch = Dispatch(FlowId("f-1"), RunId("r-1"), StepKey("loop.3.x"), 2)
+    contract = RunStepMessage(
+        flow_id="f-1", run_id="r-1", step_key="loop.3.x", attempt=2
+    ).model_dump(mode="json")
+
+    assert run_step_body(dispatch) == contract

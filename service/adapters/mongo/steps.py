@@ -16,6 +16,8 @@ that exists. Every transition is one guarded single-document write:
 - finish: `update_one` where status is Running, `attempt` and `job_id` match and `stop`
   is null; the attempt entry is closed through an arrayFilter on its number. A row
   marked stopped meanwhile takes the outcome without its releases (a second write).
+- Claims and results of concurrent deliveries go out together, one bulk write per
+  turn of the event loop (group commit: `commits.py`), each with its own answer.
 - settle, requeue, extend_lease: one guarded `update_one` / `find_one_and_update`.
 """
 
@@ -23,9 +25,9 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from service.adapters.mongo.codec import (
     LOOP_ITEMS,
@@ -36,9 +38,9 @@ from service.adapters.mongo.codec import (
     step_record,
 )
 from service.adapters.mongo.collection import Collection
+from service.adapters.mongo.commits import ClaimWrite, ResultWrite, StepCommits
 from service.adapters.mongo.outage import duplicates_only
 from service.adapters.mongo.transitions import (
-    claimed_fields,
     closed_latest_attempt,
     outcome_fields,
     stop_of,
@@ -72,6 +74,9 @@ class MongoStepStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self._steps = Collection(db[STEPS])
         self._items = Collection(db[LOOP_ITEMS])
+        # Claims are acknowledged by the primary alone (see `commits.py`).
+        fast = db[STEPS].with_options(write_concern=WriteConcern(w=1))
+        self._commits = StepCommits(self._steps, claims=Collection(fast))
 
     async def add_steps(
         self, run_id: RunId, steps: Sequence[NewStep], *, at: datetime
@@ -98,26 +103,8 @@ class MongoStepStore:
         take_over: bool = False,
         new: NewStep | None = None,
     ) -> Claim:
-        _id = row_id(run_id, key)
-        claimable: list[Document] = [
-            {"status": str(StepStatus.QUEUED)},
-            {"status": _RUNNING, "lease_until": {"$lte": now}},
-        ]
-        if take_over:
-            # A redelivery of the message that holds the claim: its lease is ours.
-            claimable.append({"status": _RUNNING, "job_id": job_id})
-        try:
-            claimed = await self._steps.find_one_and_update(
-                {"_id": _id, "stop": None, "$or": claimable},
-                [{"$set": claimed_fields(run_id, job_id, now, lease, new)}],
-                upsert=new is not None,
-            )
-        except DuplicateKeyError:
-            claimed = None  # the row exists and is not claimable
-        if claimed is not None:
-            return Claim(step_record(claimed), won=True)
-        found = await self._steps.find_one({"_id": _id})
-        return Claim(None if found is None else step_record(found), won=False)
+        write = ClaimWrite(run_id, key, job_id, now, lease, take_over, new)
+        return await self._commits.claims.submit(write)
 
     async def extend_lease(
         self, run_id: RunId, key: StepKey, *, job_id: JobId, until: datetime
@@ -143,33 +130,10 @@ class MongoStepStore:
         released: Sequence[StepKey] = (),
         recheck_at: datetime | None = None,
     ) -> Recorded:
-        fields = outcome_fields(outcome, now) | {
-            "attempts.$[a].status": str(outcome.status),
-            "attempts.$[a].completed_at": now,
-            "attempts.$[a].error": outcome.error,
-        }
-        if recheck_at is not None:
-            fields["recheck_at"] = recheck_at
-        guard = {
-            "_id": row_id(run_id, key),
-            "status": _RUNNING,
-            "attempt": attempt,
-            "job_id": job_id,
-        }
-        result = await self._steps.update_one(
-            guard | {"stop": None},
-            {"$set": fields | {"released": list(released)}},
-            array_filters=[{"a.number": attempt}],
+        write = ResultWrite(
+            run_id, key, outcome, job_id, attempt, now, released, recheck_at
         )
-        if result.matched_count == 1:
-            return Recorded(won=True)
-        stopped = await self._steps.find_one_and_update(
-            guard | {"stop": {"$ne": None}},
-            {"$set": fields},
-            projection={"stop": 1},
-            array_filters=[{"a.number": attempt}],
-        )
-        return Recorded(won=stopped is not None, stop=stop_of(stopped))
+        return await self._commits.results.submit(write)
 
     async def settle(
         self,
