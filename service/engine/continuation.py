@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import assert_never
 
-from service.engine import attempt, cascade, foreach, signal_wait, stop
+from service.engine import attempt, cascade, foreach, signal_wait, stop, timeouts
 from service.engine.decision import (
     CompleteRun,
     Decision,
@@ -33,7 +33,7 @@ from service.engine.model import (
 )
 from service.engine.planner import run_status
 from service.engine.records import Outcome, StepRecord, Timer, TimerKind
-from service.engine.results import StepResult, Succeeded
+from service.engine.results import Failed, StepResult, Succeeded
 from service.engine.rounds import (
     AwaitSignal,
     BuryStopped,
@@ -60,10 +60,16 @@ PARKING_GRACE = timedelta(seconds=1)
 
 @dataclass(frozen=True, slots=True)
 class Invoke:
-    """Run the step's handler with these inputs, then call `after_handler`."""
+    """Run the step's handler with these inputs, then call `after_handler`.
+
+    With a `timeout`, stop waiting for it that long after it starts and call
+    `timed_out` instead (its handler sees `cancelled` first, then its task is
+    cancelled after a grace).
+    """
 
     manifest: Step
     inputs: dict[str, Json]
+    timeout: timedelta | None = None
 
 
 def start_run(ctx: RunContext) -> Round:
@@ -108,7 +114,20 @@ def begin(ctx: RunContext, row: StepRecord, facts: Facts) -> Round | Invoke:
         resolved = resolve(dict(row.inputs), facts)
     except ExpressionError as exc:
         return attempt.finished(ctx, row, Outcome(StepStatus.FAILED, error=str(exc)))
-    return Invoke(manifest, resolved if isinstance(resolved, dict) else {})
+    call = Invoke(manifest, resolved if isinstance(resolved, dict) else {})
+    limit = timeouts.budget(ctx, manifest)
+    if limit is None:
+        return call
+    left = timeouts.remaining(ctx, row, limit)
+    if left <= timedelta(0):  # the attempts this one takes over from used it up
+        return timed_out(ctx, row, call)
+    return replace(call, timeout=left)
+
+
+def timed_out(ctx: RunContext, row: StepRecord, call: Invoke) -> Round:
+    """The handler outlived its timeout: the attempt failed (retries may follow)."""
+    limit = timeouts.budget(ctx, call.manifest) or timedelta(0)
+    return after_handler(ctx, row, call, Failed(timeouts.reason(limit)))
 
 
 def after_handler(

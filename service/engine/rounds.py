@@ -24,6 +24,8 @@ class Limits:
     """How long after a result the reconciler checks that its continuation happened."""
     lost_attempts: int = 5
     """A step whose worker died during this many attempts fails instead of running."""
+    step_timeout: timedelta | None = None
+    """The timeout of handler steps whose step and flow set none (`STEP_TIMEOUT`)."""
 
 
 @dataclass(frozen=True, slots=True)

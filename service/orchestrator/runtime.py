@@ -31,6 +31,11 @@ class Options:
     idempotency_header: str = "idempotency-key"
     lost_attempts: int = 5
     """A step whose worker died during this many attempts fails instead of running."""
+    step_timeout: timedelta | None = None
+    """The timeout of handler steps whose step and flow set none."""
+    timeout_grace: timedelta = timedelta(seconds=5)
+    """How long a timed-out handler has, once told (`cancelled`), before its task is
+    cancelled."""
 
     @property
     def limits(self) -> Limits:
@@ -38,6 +43,7 @@ class Options:
             max_output_bytes=self.max_output_bytes,
             reconcile_after=self.reconcile_after,
             lost_attempts=self.lost_attempts,
+            step_timeout=self.step_timeout,
         )
 
 
