@@ -173,4 +173,6 @@ def fold(decision: Decision) -> tuple[tuple[StepKey, ...], Decision]:
             else:
                 kept.append(write)
         waves.append(tuple(kept))
-    return tuple(released), decided(*waves, releases=decision.releases)
+    return tuple(released), decided(
+        *waves, releases=decision.releases, effects=decision.effects
+    )

@@ -14,7 +14,7 @@ from service.engine.model import (
     for_each,
     wait_for_signal,
 )
-from service.engine.records import Attempt
+from service.engine.records import Attempt, StepRecord
 from service.engine.results import Failed
 from tests.unit.engine_cases import NOW, context, finish_of, flow_of, row, timers
 
@@ -63,7 +63,7 @@ def test_a_step_without_a_timeout_is_invoked_without_one():
     assert begun.timeout is None
 
 
-def _lost_then_claimed(lost_at_seconds_ago: int) -> object:
+def _lost_then_claimed(lost_at_seconds_ago: int) -> StepRecord:
     lost = Attempt(1, JobId("m1"), NOW - timedelta(seconds=lost_at_seconds_ago))
     current = Attempt(2, JobId("m2"), NOW)
     return replace(row("a", attempt=2), started_at=NOW, attempts=(lost, current))
