@@ -61,6 +61,10 @@ EXAMPLE_FLOWS = (
     "examples.polling",
     "examples.approval",
     "examples.nightly",
+    "examples.timeouts",
+    "examples.declines",
+    "examples.customers",
+    "examples.invoices",
 )
 
 DELIVERY_LIMIT = 50
