@@ -21,6 +21,8 @@ from service.engine.records import RunRecord
 
 KEY_CHARS: Final = 200
 """A longer key value is replaced by its SHA-256 (`sha256:<hex>`)."""
+QUEUE_ROOM: Final = 100_000
+"""Runs one key's queue holds (its record must stay well below MongoDB's 16 MB)."""
 
 
 @dataclass(frozen=True, slots=True)

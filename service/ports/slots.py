@@ -11,18 +11,25 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Protocol
 
-from service.engine.concurrency import Slots
+from service.engine.concurrency import QUEUE_ROOM, Slots
 from service.engine.model import FlowId, RunId
 
 
 class SlotStore(Protocol):
     async def join(
-        self, flow_id: FlowId, key: str, run_id: RunId, *, now: datetime
+        self,
+        flow_id: FlowId,
+        key: str,
+        run_id: RunId,
+        *,
+        now: datetime,
+        room: int = QUEUE_ROOM,
     ) -> Slots:
         """Put `run_id` at the end of the key's queue with the next ticket.
 
         A run that waits or holds a slot already is left where it is (idempotent).
-        Returns the key's slots after the call.
+        Returns the key's slots after the call. Raises QueueFullError when `room` runs
+        wait already (the trigger is retried until the queue drains).
         """
         ...
 

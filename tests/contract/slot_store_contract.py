@@ -6,9 +6,12 @@ Not collected on its own: a `Test...` class per store inherits it and gives the
 
 import asyncio
 
+import pytest
+
 from service.adapters.clock import FrozenClock
 from service.engine.concurrency import Slots
 from service.engine.model import FlowId, RunId
+from service.errors import QueueFullError
 from service.ports.stores import Stores
 
 FLOW = FlowId("orders")
@@ -63,6 +66,19 @@ class SlotStoreContract:
 
         assert again.waiting == ()
         assert [t.run_id for t in again.holders] == [run]
+
+    async def test_a_full_queue_refuses_a_new_run_and_keeps_those_it_has(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        first, second, third = runs(3)
+        for run in (first, second):
+            await stores.slots.join(FLOW, "c-1", run, now=clock.now(), room=2)
+
+        with pytest.raises(QueueFullError):
+            await stores.slots.join(FLOW, "c-1", third, now=clock.now(), room=2)
+        again = await stores.slots.join(FLOW, "c-1", first, now=clock.now(), room=2)
+
+        assert [t.run_id for t in again.waiting] == [first, second]
 
     async def test_keys_and_flows_have_their_own_queues(
         self, stores: Stores, clock: FrozenClock

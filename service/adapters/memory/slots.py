@@ -8,8 +8,9 @@ from collections.abc import Collection
 from dataclasses import replace
 from datetime import datetime
 
-from service.engine.concurrency import Slots, Ticket
+from service.engine.concurrency import QUEUE_ROOM, Slots, Ticket
 from service.engine.model import FlowId, RunId
+from service.errors import QueueFullError
 
 
 class InMemorySlotStore:
@@ -18,11 +19,19 @@ class InMemorySlotStore:
         self._touched: dict[tuple[FlowId, str], datetime] = {}
 
     async def join(
-        self, flow_id: FlowId, key: str, run_id: RunId, *, now: datetime
+        self,
+        flow_id: FlowId,
+        key: str,
+        run_id: RunId,
+        *,
+        now: datetime,
+        room: int = QUEUE_ROOM,
     ) -> Slots:
         slots = self._slots.get((flow_id, key)) or Slots(flow_id, key)
         if slots.holds(run_id) or slots.place(run_id) is not None:
             return slots
+        if len(slots.waiting) >= room:
+            raise QueueFullError(key, len(slots.waiting))
         number = slots.tickets + 1
         joined = replace(
             slots, waiting=(*slots.waiting, Ticket(run_id, number)), tickets=number

@@ -5,8 +5,8 @@ waiting: [{run, n}], tickets, admitted, touched_at}`: `n` is a run's ticket (its
 in the queue), `m` its admission number. Each call is one guarded single-document write:
 
 - join: an update pipeline that appends the run with ticket `tickets + 1`, where
-  neither list has it (an upsert for a key's first run; a concurrent first upsert
-  that loses on `_id` is tried again);
+  neither list has it and the queue has room (an upsert for a key's first run; a
+  concurrent first upsert that loses on `_id` is tried again);
 - take: `$pop` the head into the holders, where the head is that run, `admitted` is
   what the caller saw, and the holder at index `limit - 1` does not exist;
 - free: `$pull` the runs from both lists.
@@ -21,8 +21,9 @@ from pymongo.errors import DuplicateKeyError
 
 from service.adapters.mongo.codec import SLOTS, Document, row_id
 from service.adapters.mongo.collection import Collection as MongoCollection
-from service.engine.concurrency import Slots, Ticket
+from service.engine.concurrency import QUEUE_ROOM, Slots, Ticket
 from service.engine.model import FlowId, RunId
+from service.errors import QueueFullError
 
 _JOIN_TRIES: Final = 3
 """A key's first runs race to create its record: one wins, the others join it."""
@@ -33,13 +34,20 @@ class MongoSlotStore:
         self._slots = MongoCollection(db[SLOTS])
 
     async def join(
-        self, flow_id: FlowId, key: str, run_id: RunId, *, now: datetime
+        self,
+        flow_id: FlowId,
+        key: str,
+        run_id: RunId,
+        *,
+        now: datetime,
+        room: int = QUEUE_ROOM,
     ) -> Slots:
         _id = row_id(flow_id, key)
         absent = {
             "_id": _id,
             "waiting.run": {"$ne": run_id},
             "holders.run": {"$ne": run_id},
+            f"waiting.{room - 1}": {"$exists": False},
         }
         for _ in range(_JOIN_TRIES):
             try:
@@ -53,6 +61,8 @@ class MongoSlotStore:
             found = await self._slots.find_one({"_id": _id})
             if found is not None and _has(found, run_id):
                 return _slots(found)
+            if found is not None and len(found.get("waiting", [])) >= room:
+                raise QueueFullError(key, len(found["waiting"]))
         raise RuntimeError(f"run {run_id} could not join the queue of key {key!r}")
 
     async def slots(self, flow_id: FlowId, key: str) -> Slots | None:
