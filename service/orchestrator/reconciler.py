@@ -21,7 +21,7 @@ import structlog
 
 from service.engine import continuation
 from service.engine.decision import Launch, Release
-from service.engine.model import RunId, RunStatus, StepStatus
+from service.engine.model import ACTIVE_RUN_STATUSES, RunId, RunStatus, StepStatus
 from service.engine.records import RunRecord, StepRecord
 from service.engine.rounds import RunContext
 from service.errors import UnknownReferenceError
@@ -148,8 +148,12 @@ async def _recheck_results(rt: Runtime, limit: int) -> int:
 def _of_running_runs(
     rows: Sequence[StepRecord], statuses: Mapping[RunId, RunStatus]
 ) -> list[StepRecord]:
-    """The rows whose run still runs: an ended run has nothing left to continue."""
-    return [row for row in rows if statuses.get(row.run_id) is RunStatus.RUNNING]
+    """The rows whose run still runs: an ended run has nothing left to continue.
+
+    A Queued run with rows is one whose start went out just before it was marked
+    Running: it runs.
+    """
+    return [row for row in rows if statuses.get(row.run_id) in ACTIVE_RUN_STATUSES]
 
 
 async def _context(rt: Runtime, run_id: RunId) -> RunContext | None:
