@@ -63,8 +63,26 @@ DEMOS = [
     Demo("failures", {"fail": True}, "Succeeded", "a failure handled by a branch"),
     Demo("batch", {"items": ["a", "b", "c", "d", "e"]}, "Succeeded", "ForEach"),
     Demo("polling", {"polls": 2}, "Succeeded", "polling until ready"),
+    Demo("timeouts", {}, "Succeeded", "a step past its timeout, then its retry"),
+    Demo(
+        "declines",
+        {"card": "declined", "amount": 10},
+        "Succeeded",
+        "a non-retryable failure: no retry, the branch runs",
+    ),
+    *(
+        Demo(
+            "customer-sync",
+            {"customer": "ada", "n": n},
+            "Succeeded",
+            "one sync per customer at a time (a concurrency key)",
+        )
+        for n in range(3)
+    ),
+    Demo("invoicing", {"order": 7, "amount": 10}, "Succeeded", "a child flow"),
     Demo("approval", {"approver": "ops"}, "Succeeded", "waits for a signal"),
 ]
+FINAL = frozenset({"Succeeded", "Failed", "Skipped", "Cancelled", "TimedOut"})
 
 
 def say(line: str = "") -> None:
@@ -179,7 +197,7 @@ async def run_demo(amqp_url: str, prefix: str, db: Database) -> bool:
             jobs.append(
                 await publish(exchange, f"trigger.{demo.flow}", "trigger", body)
             )
-            say(f"published trigger {demo.flow:<9} ({demo.note})")
+            say(f"published trigger {demo.flow:<13} ({demo.note})")
         approval = await wait_for(db, jobs[-1], step=("approval", "Pending"))
         signal_body = {
             "run_id": approval,
@@ -204,7 +222,7 @@ async def wait_for(
     while time.monotonic() < deadline:
         run = await db.runs.find_one({"job_id": job_id})
         if run is not None:
-            if step is None and run["status"] != "Running":
+            if step is None and run["status"] in FINAL:
                 return str(run["_id"])
             if step is not None:
                 key, status = step
@@ -226,6 +244,10 @@ async def show(db: Database, run_id: str, demo: Demo) -> bool:
     good: bool = run["status"] == demo.expected
     mark = "ok " if good else "!! "
     say(f"{mark}{demo.flow} run {run_id}: {run['status']} in {took:.2f} s")
+    if run.get("ckey") is not None:
+        say(f"     concurrency key {run['ckey']!r}: admitted as {run.get('admitted')}")
+    async for child in db.runs.find({"parent.run_id": run_id}):
+        say(f"     child run {child['_id']} ({child['flow_name']}): {child['status']}")
     if not good:
         say(f"   expected {demo.expected}")
     for row in steps:

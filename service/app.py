@@ -225,6 +225,8 @@ def _options(settings: Settings) -> Options:
         heartbeat=settings.step_heartbeat,
         reconcile_after=settings.reconcile_after,
         default_run_timeout=settings.default_run_timeout,
+        step_timeout=settings.step_timeout,
+        timeout_grace=settings.step_timeout_grace,
     )
 
 

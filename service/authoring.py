@@ -1,11 +1,13 @@
 """The one import of flow authors: `from service.authoring import Flow, Step, ...`.
 
-Everything a flow module needs (the flow model, triggers, built-in step types, handler
-registration, results and the polling wrapper) under one stable name, so the modules
-that define them may move. Only what is in `__all__` is promised.
+Everything a flow module needs (the flow model, triggers, built-in step types, the
+concurrency key, handler registration, results and the polling wrapper) under one
+stable name, so the modules that define them may move. Only what is in `__all__` is
+promised.
 """
 
 from service.engine.model import (
+    Concurrency,
     Flow,
     FlowId,
     Json,
@@ -16,6 +18,7 @@ from service.engine.model import (
     StepStatus,
     Trigger,
     after,
+    child_flow,
     cron,
     for_each,
     manual,
@@ -25,6 +28,7 @@ from service.steps.handlers import (
     Failed,
     Handler,
     Handlers,
+    NonRetryable,
     Pending,
     StepContext,
     StepResult,
@@ -33,6 +37,7 @@ from service.steps.handlers import (
 from service.steps.polling import Fetch, polling
 
 __all__ = [
+    "Concurrency",
     "Failed",
     "Fetch",
     "Flow",
@@ -40,6 +45,7 @@ __all__ = [
     "Handler",
     "Handlers",
     "Json",
+    "NonRetryable",
     "Pending",
     "RetryPolicy",
     "RunAfter",
@@ -51,6 +57,7 @@ __all__ = [
     "Succeeded",
     "Trigger",
     "after",
+    "child_flow",
     "cron",
     "for_each",
     "manual",

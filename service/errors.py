@@ -18,7 +18,9 @@ FlowError                  base class; never raised directly
 │                          that is not Failed, signal a
 │                          finished run)
 └── UnavailableError       MongoDB or the broker is        retried, never dead-lettered
-                           unreachable
+    │                      unreachable
+    └── QueueFullError     a concurrency key has as many   retried until the queue
+                           runs waiting as it can hold     drains
 ```
 
 Only the consumer's settle point reads `retryable` and `reason`.
@@ -98,3 +100,14 @@ class UnavailableError(FlowError):
 
     retryable = True
     reason = "unavailable"
+
+
+class QueueFullError(UnavailableError):
+    """A concurrency key's queue is full: the trigger is retried until it drains."""
+
+    reason = "queue_full"
+
+    def __init__(self, key: str, waiting: int) -> None:
+        self.key = key
+        self.waiting = waiting
+        super().__init__(f"concurrency key {key!r} has {waiting} runs waiting already")

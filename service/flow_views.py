@@ -100,26 +100,65 @@ def flow_json(view: FlowView) -> dict[str, Any]:
 
 def flow_text(view: FlowView, *, now: datetime) -> str:
     record = view.record
-    header = console.fields(
-        [
-            ("flow", console.bold(record.name)),
-            ("id", record.flow_id),
-            ("version", record.version),
-            ("enabled", _enabled("yes" if record.enabled else "no")),
-            ("triggers", _triggers(view)),
-        ]
-    )
-    if view.flow is None:
-        return header + "\n\n(the stored manifest can't be read)"
-    rows = [[key, step.type, _run_after(step)] for key, step in view.flow.walk()]
-    parts = [
-        header,
-        section("Steps", console.table(["KEY", "TYPE", "RUN AFTER"], rows)),
+    pairs = [
+        ("flow", console.bold(record.name)),
+        ("id", record.flow_id),
+        ("version", record.version),
+        ("enabled", _enabled("yes" if record.enabled else "no")),
+        ("triggers", _triggers(view)),
     ]
+    if view.flow is None:
+        header = console.fields(pairs)
+        return header + "\n\n(the stored manifest can't be read)"
+    header = console.fields(pairs + _controls(view.flow))
+    rows = [
+        [key, step_type(step), _run_after(step), _policy(step)]
+        for key, step in view.flow.walk()
+    ]
+    headers = ["KEY", "TYPE", "RUN AFTER", "TIMEOUT / RETRY"]
+    parts = [header, section("Steps", console.table(headers, rows))]
     if view.schedules:
-        pairs = [(view, s) for s in view.schedules]
-        parts.append(section("Schedules", schedules_text(pairs, now=now)))
+        scheduled = [(view, s) for s in view.schedules]
+        parts.append(section("Schedules", schedules_text(scheduled, now=now)))
     return "\n\n".join(parts)
+
+
+def _controls(flow: Flow) -> list[tuple[str, str]]:
+    """The flow-wide controls it sets: deadlines, timeouts, its key, its outputs."""
+    found: list[tuple[str, str]] = []
+    if flow.run_timeout is not None:
+        found.append(("run timeout", console.seconds(flow.run_timeout)))
+    if flow.step_timeout is not None:
+        found.append(("step timeout", console.seconds(flow.step_timeout)))
+    if flow.concurrency is not None:
+        limit = flow.concurrency.limit
+        runs = "1 run" if limit == 1 else f"{limit} runs"
+        found.append(("concurrency", f"{runs} at a time per {flow.concurrency.key}"))
+    if flow.outputs:
+        found.append(("outputs", ", ".join(flow.outputs)))
+    return found
+
+
+def step_type(step: Step) -> str:
+    """A step's type as shown: a ChildFlow names the flow it starts."""
+    target = step.inputs.get("flow")
+    return f"{step.type} -> {target}" if step.is_child else step.type
+
+
+def step_caption(step: Step) -> str:
+    """The type as shown, with the step's timeout (a DAG node's second line)."""
+    if step.timeout is None:
+        return step_type(step)
+    return f"{step_type(step)}, timeout {console.seconds(step.timeout)}"
+
+
+def _policy(step: Step) -> str:
+    parts = []
+    if step.timeout is not None:
+        parts.append(f"timeout {console.seconds(step.timeout)}")
+    if step.retry is not None:
+        parts.append(f"{step.retry.max_attempts} attempts")
+    return ", ".join(parts)
 
 
 def _triggers(view: FlowView) -> str:

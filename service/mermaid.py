@@ -3,7 +3,8 @@
 `flowchart TD`: one node per trigger and per step (key and handler type), an edge per
 runAfter entry labelled with its statuses and When (an unlabelled edge accepts any
 final status), and each ForEach step drawn as a subgraph around its body. Classes mark
-triggers, entry steps, loops, polling steps and signal waits.
+triggers, entry steps, loops, polling steps, signal waits and child flows; a step's
+timeout and the flow's concurrency limit (on its triggers) are in their labels.
 """
 
 import re
@@ -28,6 +29,7 @@ CLASSES: Final[Mapping[str, str]] = {
     "loop": "fill:#fff7e6,stroke:#d4a017",
     "polling": "stroke-dasharray:5 3",
     "wait": "fill:#fdf2f8,stroke:#b0417a",
+    "child": "fill:#eefbf3,stroke:#2f855a",
 }
 _STATUS_ORDER: Final = {status: i for i, status in enumerate(StepStatus)}
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_]")
@@ -41,7 +43,8 @@ def to_mermaid(flow: Flow) -> str:
     classes: dict[str, list[str]] = {name: [] for name in CLASSES}
     triggers = [ids.new(f"trigger_{key}") for key in flow.triggers]
     for node, (key, trigger) in zip(triggers, flow.triggers.items(), strict=True):
-        lines.append(f'{INDENT}{node}(["{_label(key, _trigger_text(trigger))}"])')
+        text = _trigger_text(trigger) + _limit_text(flow)
+        lines.append(f'{INDENT}{node}(["{_label(key, text)}"])')
         classes["trigger"].append(node)
     nodes = _declare(flow.steps, "", ids, lines, classes, depth=1)
     lines.extend(_edges(flow.steps, "", nodes, triggers))
@@ -137,6 +140,8 @@ def _classes_of(step: Step, *, top: bool) -> list[str]:
         found.append("loop")
     elif step.type == WAIT_FOR_SIGNAL:
         found.append("wait")
+    elif step.is_child:
+        found.append("child")
     elif any(name.startswith("poll") for name in step.inputs):
         found.append("polling")
     return found
@@ -148,10 +153,21 @@ def _trigger_text(trigger: Trigger) -> str:
     return trigger.type.value
 
 
+def _limit_text(flow: Flow) -> str:
+    if flow.concurrency is None:
+        return ""
+    limit = flow.concurrency.limit
+    return f" (at most {limit} per {flow.concurrency.key})"
+
+
 def _step_text(step: Step) -> str:
     if step.type == WAIT_FOR_SIGNAL:
         signal = step.inputs.get("signalName")
         return f"{step.type} '{signal}'" if isinstance(signal, str) else step.type
+    if step.is_child:
+        return f"{step.type} {step.inputs.get('flow')}"
+    if step.timeout is not None:
+        return f"{step.type} (timeout {step.timeout.total_seconds():g} s)"
     return step.type
 
 

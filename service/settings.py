@@ -61,6 +61,10 @@ EXAMPLE_FLOWS = (
     "examples.polling",
     "examples.approval",
     "examples.nightly",
+    "examples.timeouts",
+    "examples.declines",
+    "examples.customers",
+    "examples.invoices",
 )
 
 DELIVERY_LIMIT = 50
@@ -162,6 +166,20 @@ class Settings(BaseSettings):
     step_heartbeat: Seconds = Field(
         timedelta(seconds=10),
         description="How often a running step renews its lease.",
+    )
+    step_timeout: OptionalSeconds = Field(
+        None,
+        description=(
+            "How long one attempt of a handler step may run when neither the step nor "
+            "its flow sets a timeout; empty means no limit."
+        ),
+    )
+    step_timeout_grace: Seconds = Field(
+        timedelta(seconds=5),
+        description=(
+            "Once a step's timeout passes, how long its handler has (`ctx.cancelled` "
+            "is set) before its task is cancelled."
+        ),
     )
     reconcile_after: Seconds = Field(
         timedelta(seconds=30),
@@ -280,6 +298,10 @@ class Settings(BaseSettings):
             raise ValueError("retention_interval must be positive")
         if not timedelta(0) < self.step_heartbeat < self.step_lease:
             raise ValueError("step_heartbeat must be positive and below step_lease")
+        if self.step_timeout is not None and self.step_timeout <= timedelta(0):
+            raise ValueError("step_timeout must be positive (or empty: no timeout)")
+        if self.step_timeout_grace < timedelta(0):
+            raise ValueError("step_timeout_grace must not be negative")
         return self
 
 

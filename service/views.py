@@ -100,6 +100,8 @@ def run_text(
     )
     if detail.derived:
         parts.append(section("Derived runs", _derived_table(detail, now=now)))
+    if detail.children:
+        parts.append(section("Child runs", _children_table(detail, now=now)))
     shown = detail.events[-events:] if events > 0 else detail.events
     title = "Events"
     if len(shown) < len(detail.events):
@@ -129,7 +131,16 @@ def run_json(detail: "RunDetail") -> dict[str, Any]:
         ],
         "derived_runs": [_lineage_json(run) for run in detail.derived],
         "derived_total": detail.derived_total,
+        "child_runs": [
+            {**_lineage_json(run), "flow": run.flow_name, "step_key": _step_of(run)}
+            for run in detail.children
+        ],
+        "queue_place": detail.place,
     }
+
+
+def _step_of(run: RunRecord) -> str | None:
+    return None if run.parent is None else run.parent.step_key
 
 
 def _lineage_json(run: RunRecord) -> dict[str, Any]:
@@ -162,11 +173,27 @@ def _run_header(detail: "RunDetail", *, now: datetime) -> str:
         pairs.append(("cancelled", run.cancel_reason or "yes"))
     if run.source_run_id is not None:
         pairs.append(("source run", run.source_run_id))
+    if run.parent is not None:
+        parent = f"{run.parent.run_id} (step {run.parent.step_key}, depth {run.depth})"
+        pairs.append(("parent run", parent))
+    if run.concurrency_key is not None:
+        pairs.append(("concurrency key", _key_text(detail)))
+    if run.outputs is not None:
+        pairs.append(("outputs", console.shorten(_compact(run.outputs), 120)))
     if detail.derived_total:
         newest = ", ".join(derived.run_id for derived in detail.derived[:3])
         more = detail.derived_total - min(3, len(detail.derived))
         pairs.append(("derived runs", newest + (f" and {more} more" if more else "")))
     return console.fields(pairs)
+
+
+def _key_text(detail: "RunDetail") -> str:
+    run, key = detail.run, detail.run.concurrency_key
+    if detail.place is not None:
+        return f"{key} (waits for a slot: number {detail.place} in line)"
+    if run.admitted is not None:
+        return f"{key} (ticket {run.ticket}, admitted as {run.admitted})"
+    return f"{key}"
 
 
 def run_duration(run: RunRecord, events: Sequence[Event], *, now: datetime) -> str:
@@ -272,6 +299,22 @@ def _derived_table(detail: "RunDetail", *, now: datetime) -> str:
         more = f"newest {len(detail.derived)} of {detail.derived_total}: "
         body += "\n" + console.dim(f"{more}flowctl runs --source {detail.run.run_id}")
     return body
+
+
+def _children_table(detail: "RunDetail", *, now: datetime) -> str:
+    rows = [
+        [
+            run.run_id,
+            run.flow_name,
+            _step_of(run) or "",
+            run.status,
+            console.instant(run.started_at),
+            console.elapsed(run.started_at, run.completed_at, now=now),
+        ]
+        for run in detail.children
+    ]
+    headers = ["RUN ID", "FLOW", "STEP", "STATUS", "STARTED", "DURATION"]
+    return console.table(headers, rows, styles={3: console.status})
 
 
 def _attempts_table(step: StepRecord, *, now: datetime) -> str:

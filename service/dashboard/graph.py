@@ -12,12 +12,13 @@ from typing import Any
 
 from service.dashboard.stepview import BodyLine, StepLine, ordered_counts
 from service.engine.model import Flow, RunAfter, Step, StepStatus
+from service.flow_views import step_caption
 
 
 def run_graph(lines: Sequence[StepLine], flow: Flow | None) -> dict[str, Any]:
     """Nodes and edges of a run: its steps with their statuses."""
     steps = flow.steps if flow is not None else {}
-    nodes = [_node(line) for line in lines]
+    nodes = [_node(line, steps.get(line.key)) for line in lines]
     known = {line.key for line in lines}
     edges = [
         _edge(dep, line.key, steps[line.key].conditions.get(dep))
@@ -41,7 +42,7 @@ def _plain(steps: dict[str, Step] | Any, *, prefix: str) -> dict[str, Any]:
         node: dict[str, Any] = {
             "id": prefix + key,
             "label": key,
-            "type": step.type,
+            "type": step_caption(step),
             "status": "",
         }
         if step.is_loop:
@@ -55,11 +56,11 @@ def _plain(steps: dict[str, Step] | Any, *, prefix: str) -> dict[str, Any]:
     return {"nodes": nodes, "edges": edges}
 
 
-def _node(line: StepLine) -> dict[str, Any]:
+def _node(line: StepLine, step: Step | None) -> dict[str, Any]:
     node: dict[str, Any] = {
         "id": line.key,
         "label": line.key,
-        "type": line.type,
+        "type": line.type if step is None else step_caption(step),
         "status": line.status,
     }
     if line.iterations is not None:

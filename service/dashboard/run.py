@@ -49,6 +49,9 @@ class RunView:
     waiters: list[Waiter]
     derived: list[RunRecord]
     gantt: Gantt
+    children: list[RunRecord]
+    place: int | None
+    """A Queued run's place in its key's queue."""
 
     @property
     def failed(self) -> list[StepLine]:
@@ -71,6 +74,8 @@ async def load(hub: Console, run_id: str) -> RunView:
         timers = reads.create_task(hub.browse.timers(run_id))
         waiters = reads.create_task(hub.browse.waiters(run_id))
         derived = reads.create_task(hub.browse.derived(run_id))
+        children = reads.create_task(hub.browse.children(run_id))
+        place = reads.create_task(hub.browse.queue_place(run))
     lines = step_lines(flow.result(), rows.result(), templates.result())
     now = CLOCK.now()
     events = timeline(run, stored.result(), rows.result())[-EVENTS_SHOWN:]
@@ -83,6 +88,8 @@ async def load(hub: Console, run_id: str) -> RunView:
         waiters=waiters.result(),
         derived=derived.result(),
         gantt=gantt(run, lines, timers.result(), now),
+        children=children.result(),
+        place=place.result(),
     )
 
 

@@ -1,8 +1,9 @@
 """One attempt's end: its outcome under the step's policies, and what follows it.
 
 A handler's result becomes the attempt's outcome: an output past the size limit fails
-it; a failure with attempts left under the retry policy parks it for the backoff; a
-Pending parks it for its delay. A parked attempt gets its wake-up timer before it parks.
+it; a failure with attempts left under the retry policy parks it for the backoff
+(unless it is non-retryable: `Failed(retry=False)`); a Pending parks it for its delay.
+A parked attempt gets its wake-up timer before it parks.
 What follows a final outcome is its scope's cascade, decided before the outcome is saved
 wherever it can be: the top-level steps it releases are then recorded by the same write
 as the outcome, and their rows come with their claims (one write per step, not two).
@@ -57,10 +58,9 @@ def outcome_of(
                     StepStatus.FAILED, error=error, resolved_inputs=inputs
                 ), None
             return Outcome(StepStatus.SUCCEEDED, output, resolved_inputs=inputs), None
-        case Failed(reason=reason, output=output):
-            backoff = (
-                manifest.retry.delay_after(row.attempt) if manifest.retry else None
-            )
+        case Failed(reason=reason, output=output, retry=retry):
+            policy = manifest.retry if retry else None
+            backoff = policy.delay_after(row.attempt) if policy else None
             status = StepStatus.FAILED if backoff is None else StepStatus.PENDING
             return Outcome(status, output, reason, resolved_inputs=inputs), backoff
         case Pending(delay=delay, output=output, inputs=next_inputs):
@@ -173,4 +173,6 @@ def fold(decision: Decision) -> tuple[tuple[StepKey, ...], Decision]:
             else:
                 kept.append(write)
         waves.append(tuple(kept))
-    return tuple(released), decided(*waves, releases=decision.releases)
+    return tuple(released), decided(
+        *waves, releases=decision.releases, effects=decision.effects
+    )

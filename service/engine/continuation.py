@@ -9,22 +9,30 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import assert_never
 
-from service.engine import attempt, cascade, foreach, signal_wait, stop
+from service.engine import (
+    attempt,
+    cascade,
+    child_flow,
+    ending,
+    foreach,
+    signal_wait,
+    stop,
+    timeouts,
+)
 from service.engine.decision import (
-    CompleteRun,
     Decision,
-    DeleteTimer,
+    Launch,
     Release,
     RequeueStep,
     SetTimer,
-    Write,
     decided,
 )
-from service.engine.expressions import Facts, resolve
+from service.engine.expressions import Facts, StepFacts, resolve
 from service.engine.model import (
     ITERATION,
     WAIT_FOR_SIGNAL,
     Json,
+    RunId,
     RunStatus,
     Step,
     StepKey,
@@ -33,10 +41,12 @@ from service.engine.model import (
 )
 from service.engine.planner import run_status
 from service.engine.records import Outcome, StepRecord, Timer, TimerKind
-from service.engine.results import StepResult, Succeeded
+from service.engine.results import Failed, StepResult, Succeeded
 from service.engine.rounds import (
+    AwaitChild,
     AwaitSignal,
     BuryStopped,
+    ChildParked,
     CloseParked,
     CloseStopped,
     ContinueScope,
@@ -60,10 +70,16 @@ PARKING_GRACE = timedelta(seconds=1)
 
 @dataclass(frozen=True, slots=True)
 class Invoke:
-    """Run the step's handler with these inputs, then call `after_handler`."""
+    """Run the step's handler with these inputs, then call `after_handler`.
+
+    With a `timeout`, stop waiting for it that long after it starts and call
+    `timed_out` instead (its handler sees `cancelled` first, then its task is
+    cancelled after a grace).
+    """
 
     manifest: Step
     inputs: dict[str, Json]
+    timeout: timedelta | None = None
 
 
 def start_run(ctx: RunContext) -> Round:
@@ -71,18 +87,35 @@ def start_run(ctx: RunContext) -> Round:
 
     Each entry step is released, or skipped by its When.
     """
-    deadline = ctx.run.deadline_at
+    deadline = _deadline(ctx)
     if deadline is None:
         return cascade.start(ctx, "")
+    return Round(deadline).then(cascade.start(ctx, ""))
+
+
+def queue_run(ctx: RunContext) -> Round:
+    """A new run that waits for a slot of its key: its deadline, then its place.
+
+    The wait counts towards the deadline; the run starts (`start_run`) once it holds
+    a slot of its key.
+    """
+    deadline = _deadline(ctx) or Decision()
+    return Round(deadline.then(decided(effects=[Launch(ctx.run.run_id)])))
+
+
+def _deadline(ctx: RunContext) -> Decision | None:
+    deadline = ctx.run.deadline_at
+    if deadline is None:
+        return None
     timer = Timer(
-        stop.deadline_timer_id(ctx.run.run_id),
+        ending.deadline_timer_id(ctx.run.run_id),
         TimerKind.DEADLINE,
         deadline,
         ctx.run.run_id,
         flow_id=ctx.run.flow_id,
         trace_context=ctx.trace,
     )
-    return Round(decided([SetTimer(timer)])).then(cascade.start(ctx, ""))
+    return decided([SetTimer(timer)])
 
 
 def begin(ctx: RunContext, row: StepRecord, facts: Facts) -> Round | Invoke:
@@ -104,11 +137,26 @@ def begin(ctx: RunContext, row: StepRecord, facts: Facts) -> Round | Invoke:
         return foreach.execute(ctx, row, manifest, facts)
     if manifest.type.lower() == WAIT_FOR_SIGNAL.lower():
         return signal_wait.execute(ctx, row)
+    if manifest.is_child:
+        return child_flow.execute(ctx, row, manifest, facts)
     try:
         resolved = resolve(dict(row.inputs), facts)
     except ExpressionError as exc:
         return attempt.finished(ctx, row, Outcome(StepStatus.FAILED, error=str(exc)))
-    return Invoke(manifest, resolved if isinstance(resolved, dict) else {})
+    call = Invoke(manifest, resolved if isinstance(resolved, dict) else {})
+    limit = timeouts.budget(ctx, manifest)
+    if limit is None:
+        return call
+    left = timeouts.remaining(ctx, row, limit)
+    if left <= timedelta(0):  # the attempts this one takes over from used it up
+        return timed_out(ctx, row, call)
+    return replace(call, timeout=left)
+
+
+def timed_out(ctx: RunContext, row: StepRecord, call: Invoke) -> Round:
+    """The handler outlived its timeout: the attempt failed (retries may follow)."""
+    limit = timeouts.budget(ctx, call.manifest) or timedelta(0)
+    return after_handler(ctx, row, call, Failed(timeouts.reason(limit)))
 
 
 def after_handler(
@@ -151,6 +199,9 @@ def recover(ctx: RunContext, row: StepRecord) -> Round:
         return following(load, RestartLanes(row.key))
     if manifest.type.lower() == WAIT_FOR_SIGNAL.lower():
         return following(Load(waiter=row.key), SignalParked(row))
+    child = row.inputs.get(child_flow.CHILD)
+    if manifest.is_child and isinstance(child, str):
+        return child_flow.recover(row, RunId(child))
     return Round()  # a retry or a poll: its timer was set before it parked
 
 
@@ -165,16 +216,31 @@ def resume(ctx: RunContext, state: Resume, loaded: Loaded) -> Round:
             return foreach.after_count(ctx, state, loaded)
         case RestartLanes():
             return foreach.restart(ctx, state.loop, loaded)
-        case AwaitSignal():
-            return signal_wait.decide(ctx, state.row, loaded.waiter)
-        case SignalParked():
-            return signal_wait.after_park(ctx, state.row, loaded.waiter)
         case BuryStopped():
             return stop.bury(ctx, state.status, loaded.all_rows)
         case CloseParked():
             return stop.close_parked(state.status, loaded.in_flight)
         case CloseStopped():
             return stop.close(ctx, state.status, loaded.in_flight)
+        case _:
+            return _resume_wait(ctx, state, loaded)
+
+
+def _resume_wait(
+    ctx: RunContext,
+    state: AwaitSignal | SignalParked | AwaitChild | ChildParked,
+    loaded: Loaded,
+) -> Round:
+    """A step that waits (for a signal, for a child run), with what was loaded."""
+    match state:
+        case AwaitSignal():
+            return signal_wait.decide(ctx, state.row, loaded.waiter)
+        case SignalParked():
+            return signal_wait.after_park(ctx, state.row, loaded.waiter)
+        case AwaitChild():
+            return child_flow.decide(ctx, state.row, loaded.child)
+        case ChildParked():
+            return child_flow.after_park(ctx, state.row, loaded.child)
         case _:
             assert_never(state)
 
@@ -193,15 +259,29 @@ def _end_scope(ctx: RunContext, state: EndScope, loaded: Loaded) -> Round:
     status = run_status(scope.steps, statuses, stop=halted)
     if scope.prefix:
         return foreach.end_iteration(ctx, StepKey(scope.name), status)
-    return complete(ctx, status)
+    return Round(ending.completion(ctx, status, _outputs(ctx, rows, halted)))
 
 
-def complete(ctx: RunContext, status: RunStatus) -> Round:
-    """Complete the run (a stop recorded on it wins), then tidy its deadline timer."""
-    later: list[Write] = []
-    if ctx.run.deadline_at is not None:
-        later.append(DeleteTimer(stop.deadline_timer_id(ctx.run.run_id)))
-    return Round(decided([CompleteRun(status)], later))
+def _outputs(ctx: RunContext, rows: list[StepRecord], halted: RunStatus | None) -> Json:
+    """The flow's outputs over its top-level rows; a stopped run gives back nothing."""
+    if not ctx.flow.outputs or halted is not None:
+        return None
+    scope = ctx.flow.scope("")
+    facts = Facts(
+        body=ctx.run.body,
+        headers=ctx.run.headers,
+        steps={
+            scope.local(r.key): StepFacts(r.status.value, r.output, r.error)
+            for r in rows
+        },
+        declared=frozenset(scope.steps),
+    )
+    return resolve(dict(ctx.flow.outputs), facts)
+
+
+def ended(ctx: RunContext) -> Round:
+    """A run that ended, met again by the reconciler: what its end sets off, again."""
+    return Round(decided(effects=ending.after_end(ctx)))
 
 
 def woken(timer: Timer, row: StepRecord | None, now: datetime) -> Decision:

@@ -23,6 +23,7 @@ __all__ = [
     "WhenResult",
     "evaluate_when",
     "is_expression",
+    "is_trigger_expression",
     "parse_when",
     "resolve",
     "step_references",
@@ -112,6 +113,13 @@ def resolve(value: Json, facts: Facts) -> Json:
         if ref is not None:
             return _lookup(ref, facts, value)
     return value
+
+
+def is_trigger_expression(value: Json) -> bool:
+    """Whether `value` is one `@triggerBody()...` or `@triggerHeaders()...` form."""
+    if not (isinstance(value, str) and is_expression(value)):
+        return False
+    return isinstance(_parse_ref(value), _Body | _Headers)
 
 
 def step_references(value: Json) -> set[str]:

@@ -1,4 +1,7 @@
-"""The manifest: a flow as camelCase JSON (SPEC §1.2 plus our id, name, retry, timeout).
+"""The manifest: a flow as camelCase JSON (SPEC §1.2 plus ours: id, name, retry...).
+
+Ours: the id, name and version, retry policies, run and step timeouts, the
+concurrency key and the outputs.
 
 `to_manifest` writes it, deterministically; `from_manifest` reads it, with FO's lenient
 rules for runAfter, and raises ValueError with a JSON path for a shape it cannot read.
@@ -12,6 +15,7 @@ from datetime import timedelta
 from typing import TypeGuard
 
 from service.engine.model import (
+    Concurrency,
     Flow,
     FlowId,
     Json,
@@ -41,8 +45,17 @@ def to_manifest(flow: Flow) -> dict[str, Json]:
     data: dict[str, Json] = {"id": flow.id, "name": flow.name, "version": flow.version}
     if flow.run_timeout is not None:
         data["runTimeoutSeconds"] = _seconds(flow.run_timeout)
+    if flow.step_timeout is not None:
+        data["stepTimeoutSeconds"] = _seconds(flow.step_timeout)
+    if flow.concurrency is not None:
+        data["concurrency"] = {
+            "key": flow.concurrency.key,
+            "limit": flow.concurrency.limit,
+        }
     data["triggers"] = {key: _trigger(t) for key, t in flow.triggers.items()}
     data["steps"] = _steps(flow.steps)
+    if flow.outputs:
+        data["outputs"] = {name: _copy(value) for name, value in flow.outputs.items()}
     return data
 
 
@@ -70,6 +83,8 @@ def _step(step: Step) -> Json:
             "factor": float(step.retry.factor),
             "capSeconds": _seconds(step.retry.cap),
         }
+    if step.timeout is not None:
+        data["timeoutSeconds"] = _seconds(step.timeout)
     # A plain step keeps loop fields only if set, so any flow survives a round trip.
     if step.is_loop or step.for_each is not None:
         data["forEach"] = _copy(step.for_each)
@@ -115,6 +130,9 @@ def from_manifest(data: Mapping[str, Json]) -> Flow:
         steps=_read_steps(root.get("steps"), "$.steps"),
         version=_string(root, "version", "$", default="1"),
         run_timeout=_duration(root.get("runTimeoutSeconds"), "$.runTimeoutSeconds"),
+        step_timeout=_duration(root.get("stepTimeoutSeconds"), "$.stepTimeoutSeconds"),
+        concurrency=_read_concurrency(root.get("concurrency"), "$.concurrency"),
+        outputs=_read_inputs(root.get("outputs"), "$.outputs"),
     )
     triggers = root.get("triggers")
     if triggers is None:
@@ -164,6 +182,7 @@ def _read_step(value: Json, path: str) -> Step:
         for_each=_copy(data.get("forEach")),
         concurrency=_integer(data, "concurrencyLimit", path, default=1),
         steps=_read_steps(body, f"{path}.steps") if body is not None else {},
+        timeout=_duration(data.get("timeoutSeconds"), f"{path}.timeoutSeconds"),
     )
 
 
@@ -236,6 +255,15 @@ def _read_retry(value: Json, path: str) -> RetryPolicy | None:
         backoff=default.backoff if backoff is None else backoff,
         factor=float(factor),
         cap=default.cap if cap is None else cap,
+    )
+
+
+def _read_concurrency(value: Json, path: str) -> Concurrency | None:
+    if value is None:
+        return None
+    data = _object(value, path)
+    return Concurrency(
+        key=_string(data, "key", path), limit=_integer(data, "limit", path, default=1)
     )
 
 

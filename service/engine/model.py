@@ -20,9 +20,11 @@ TriggerKey = NewType("TriggerKey", str)
 
 FOR_EACH = "ForEach"
 WAIT_FOR_SIGNAL = "WaitForSignal"
+CHILD_FLOW = "ChildFlow"
 ITERATION = "__iteration"
 """The type of the bookkeeping row of one ForEach iteration (`loop.<i>`)."""
-BUILTIN_TYPES = frozenset({FOR_EACH, WAIT_FOR_SIGNAL})
+BUILTIN_TYPES = frozenset({FOR_EACH, WAIT_FOR_SIGNAL, CHILD_FLOW})
+_BUILTIN_FOLDED = frozenset(t.lower() for t in BUILTIN_TYPES)
 ENTRY_MARKER = ""
 """The `""` runAfter key: an entry step that carries a When clause."""
 
@@ -51,6 +53,8 @@ IN_FLIGHT_STATUSES = frozenset(
 
 
 class RunStatus(StrEnum):
+    QUEUED = "Queued"
+    """Waiting for a slot of its concurrency key: nothing of it has started."""
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
@@ -60,7 +64,11 @@ class RunStatus(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self is not RunStatus.RUNNING
+        return self not in ACTIVE_RUN_STATUSES
+
+
+ACTIVE_RUN_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+"""A run in one of these is not over: it may be cancelled, it is never purged."""
 
 
 class TriggerType(StrEnum):
@@ -128,7 +136,10 @@ RunAfterSpec: TypeAlias = RunAfter | Sequence[str | StepStatus]
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step of a flow: a handler type, inputs, runAfter and, for ForEach, a body."""
+    """One step of a flow: a handler type, inputs, runAfter and, for ForEach, a body.
+
+    `timeout`: how long one attempt's handler may run (handler steps only).
+    """
 
     type: str
     inputs: Mapping[str, Json] = field(default_factory=dict)
@@ -137,6 +148,7 @@ class Step:
     for_each: Json = None
     concurrency: int = 1
     steps: Mapping[str, "Step"] = field(default_factory=dict)
+    timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
         normal = {
@@ -157,6 +169,15 @@ class Step:
     @property
     def is_loop(self) -> bool:
         return self.type.lower() == FOR_EACH.lower()
+
+    @property
+    def is_child(self) -> bool:
+        return self.type.lower() == CHILD_FLOW.lower()
+
+    @property
+    def runs_a_handler(self) -> bool:
+        """Not a built-in type: a handler runs each attempt."""
+        return self.type.lower() not in _BUILTIN_FOLDED
 
 
 def for_each(
@@ -189,9 +210,46 @@ def wait_for_signal(
     return Step(WAIT_FOR_SIGNAL, inputs=inputs, run_after=run_after or {})
 
 
+def child_flow(
+    flow: str,
+    inputs: Mapping[str, Json] | None = None,
+    *,
+    run_after: Mapping[str, RunAfterSpec] | None = None,
+    retry: RetryPolicy | None = None,
+) -> Step:
+    """A step that starts the flow `flow` (id or name) and waits for its run to end.
+
+    The child's trigger body is `inputs`, resolved (expressions allowed); the step
+    waits parked, holding no worker, and its output is the child's outputs.
+    """
+    return Step(
+        CHILD_FLOW,
+        inputs={"flow": flow, "inputs": dict(inputs or {})},
+        run_after=run_after or {},
+        retry=retry,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    """At most `limit` runs of the flow per value of `key` run at once.
+
+    `key` is an expression over the trigger (`@triggerBody().customer_id`); the others
+    wait, Queued, and start in the order they were triggered as runs end.
+    """
+
+    key: str
+    limit: int = 1
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """A flow definition: a stable id, a name, a version label, triggers and steps."""
+    """A flow definition: a stable id, a name, a version label, triggers and steps.
+
+    `step_timeout`: the timeout of its handler steps that set none. `concurrency`: a
+    limit on its runs per key. `outputs`: what a finished run gives back (expressions
+    over its steps), the output of the step that started it as a child.
+    """
 
     id: FlowId
     name: str
@@ -201,6 +259,9 @@ class Flow:
     )
     version: str = "1"
     run_timeout: timedelta | None = None
+    step_timeout: timedelta | None = None
+    concurrency: Concurrency | None = None
+    outputs: Mapping[str, Json] = field(default_factory=dict)
     _after: dict[str, Mapping[str, frozenset[str]]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )

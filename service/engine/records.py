@@ -31,6 +31,14 @@ read-only by its type."""
 
 
 @dataclass(frozen=True, slots=True)
+class ParentRef:
+    """The step of another run that started this one (a ChildFlow) and waits for it."""
+
+    run_id: RunId
+    step_key: StepKey
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     run_id: RunId
     flow_id: FlowId
@@ -53,6 +61,16 @@ class RunRecord:
     """The entry steps its creation released; their rows come with their claims."""
     trace_context: Mapping[str, str] = field(default_factory=dict)
     """The trace context of the trigger that started the run (service.tracing)."""
+    concurrency_key: str | None = None
+    """The value of its flow's concurrency key: it holds a slot of it while it runs."""
+    ticket: int | None = None
+    """Its place in its key's queue, and among the key's admissions, once admitted."""
+    admitted: int | None = None
+    parent: ParentRef | None = None
+    depth: int = 0
+    """How many parents it has (a run triggered from outside: 0)."""
+    outputs: Json = None
+    """What it gives back once finished (its flow's `outputs`), for its parent."""
 
     @property
     def facts(self) -> "RunFacts":
@@ -68,6 +86,9 @@ class RunRecord:
             headers=self.headers,
             deadline_at=self.deadline_at,
             trace_context=self.trace_context,
+            concurrency_key=self.concurrency_key,
+            parent=self.parent,
+            depth=self.depth,
         )
 
     @property
@@ -95,6 +116,9 @@ class RunFacts:
     deadline_at: datetime | None = None
     trace_context: Mapping[str, str] = field(default_factory=dict)
     """The trace context of the trigger that started the run (service.tracing)."""
+    concurrency_key: str | None = None
+    parent: ParentRef | None = None
+    depth: int = 0
 
 
 @dataclass(frozen=True, slots=True)

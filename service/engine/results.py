@@ -24,6 +24,9 @@ class Succeeded:
 class Failed:
     reason: str
     output: Json = None
+    retry: bool = True
+    """False: the step fails at once, whatever its retry policy (a non-retryable
+    failure: a declined card, inputs that can never validate)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,14 +7,21 @@ state to resume from with what was loaded. The orchestrator loops over rounds wi
 ever deciding anything itself; the engine never waits for anything.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeAlias
 
 from service.engine.decision import NOTHING, Decision
-from service.engine.model import Flow, Json, RunStatus, StepKey
-from service.engine.records import RunFacts, StepRecord, Waiter
+from service.engine.model import Flow, Json, RunId, RunStatus, StepKey
+from service.engine.records import RunFacts, RunRecord, StepRecord, Waiter
+
+FlowLookup: TypeAlias = Callable[[str], Flow | None]
+"""A flow of this worker by id or name (the flows a ChildFlow step may start)."""
+
+
+def no_flows(_: str) -> Flow | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +31,10 @@ class Limits:
     """How long after a result the reconciler checks that its continuation happened."""
     lost_attempts: int = 5
     """A step whose worker died during this many attempts fails instead of running."""
+    step_timeout: timedelta | None = None
+    """The timeout of handler steps whose step and flow set none (`STEP_TIMEOUT`)."""
+    default_run_timeout: timedelta | None = None
+    """The deadline of runs whose flow sets none (a child's, here)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,8 @@ class RunContext:
     limits: Limits = Limits()
     trace: Mapping[str, str] = field(default_factory=dict)
     """The trace context of what decides (kept on what it sets: a timer, a result)."""
+    flows: FlowLookup = no_flows
+    """The flows a ChildFlow step may start (the hop knows them)."""
 
     def stopped(self, status: RunStatus | None) -> "RunContext":
         """This context, knowing the run was stopped (a stop never goes away)."""
@@ -74,6 +87,8 @@ class Load:
     """The rows of the run that are not final."""
     all_rows: bool = False
     """Every row of the run."""
+    child: RunId | None = None
+    """A run started by a ChildFlow step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +103,7 @@ class Loaded:
     waiter: Waiter | None = None
     in_flight: tuple[StepRecord, ...] = ()
     all_rows: tuple[StepRecord, ...] = ()
+    child: RunRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +167,20 @@ class SignalParked:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitChild:
+    """A ChildFlow attempt woken (or met again), once its child run is loaded."""
+
+    row: StepRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ChildParked:
+    """A ChildFlow parked: its child may have ended while it held its claim."""
+
+    row: StepRecord
+
+
+@dataclass(frozen=True, slots=True)
 class BuryStopped:
     """A stop: loops marked, every row loaded; bury what could still start."""
 
@@ -178,6 +208,8 @@ Resume: TypeAlias = (
     | RestartLanes
     | AwaitSignal
     | SignalParked
+    | AwaitChild
+    | ChildParked
     | BuryStopped
     | CloseParked
     | CloseStopped

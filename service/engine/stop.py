@@ -8,18 +8,17 @@ so a claim refuses it and a result records no release. A release recorded before
 mark names a step that already has a row (its claim won: the mark reaches it, and its
 handler sees `cancelled`) or gets its Skipped row now (its claim finds the row and
 gives up): no step starts once the stop is done. Queued and parked steps are closed at
-once; the run completes, with the stop as its status, once nothing of it is in flight.
+once, and the children of its ChildFlow steps are stopped too; the run completes, with
+the stop as its status, once nothing of it is in flight.
 """
 
 from collections.abc import Iterable, Sequence
 
+from service.engine import child_flow, ending
 from service.engine.decision import (
-    CompleteRun,
-    DeleteTimer,
     InsertSteps,
     MarkStopped,
     SettleStep,
-    Write,
     decided,
 )
 from service.engine.model import (
@@ -117,8 +116,9 @@ def bury(ctx: RunContext, status: RunStatus, rows: Sequence[StepRecord]) -> Roun
 
 
 def close_parked(status: RunStatus, rows: Sequence[StepRecord]) -> Round:
-    """Close what nobody runs; the run completes once nothing is in flight."""
-    closes = Round(decided(closing(rows, status)))
+    """Close what nobody runs, stop the children; complete once nothing is in flight."""
+    stops = child_flow.stop_children(rows, status)
+    closes = Round(decided(closing(rows, status), effects=stops))
     return closes.then(following(Load(in_flight=True), CloseStopped(status)))
 
 
@@ -126,11 +126,4 @@ def close(ctx: RunContext, status: RunStatus, in_flight: Sequence[StepRecord]) -
     """Complete the stopped run once nothing of it is in flight."""
     if in_flight:
         return Round()
-    later: list[Write] = []
-    if ctx.run.deadline_at is not None:
-        later.append(DeleteTimer(deadline_timer_id(ctx.run.run_id)))
-    return Round(decided([CompleteRun(status)], later))
-
-
-def deadline_timer_id(run_id: str) -> str:
-    return f"deadline:{run_id}"
+    return Round(ending.completion(ctx, status))

@@ -10,11 +10,17 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import timedelta
 
 from service.engine.cron import check_cron
-from service.engine.expressions import parse_when
+from service.engine.expressions import (
+    is_expression,
+    is_trigger_expression,
+    parse_when,
+    step_references,
+)
 from service.engine.model import (
     BUILTIN_TYPES,
     ENTRY_MARKER,
     WAIT_FOR_SIGNAL,
+    Concurrency,
     Flow,
     Json,
     RetryPolicy,
@@ -26,6 +32,8 @@ from service.errors import ExpressionError, FlowDefinitionError
 
 RESERVED_PREFIX = "__"
 """Step keys and input names starting with this belong to the engine (`__loopItem`)."""
+MAX_CONCURRENCY_LIMIT = 1000
+"""A key's slots live in one document: a bound keeps it small."""
 
 
 def validate(flow: Flow, handler_types: Collection[str]) -> None:
@@ -56,6 +64,21 @@ def validate_all(flows: Sequence[Flow], handler_types: Collection[str]) -> None:
         if (same := names.get(flow.name.lower())) is not None:
             raise _error(flow, f"name is already used by the flow with id '{same.id}'")
         ids[_id_key(flow.id)] = names[flow.name.lower()] = flow
+    for flow in flows:
+        for problem in _child_problems(flow, ids, names):
+            raise problem
+
+
+def _child_problems(
+    flow: Flow, ids: Mapping[str, Flow], names: Mapping[str, Flow]
+) -> Iterator[FlowDefinitionError]:
+    """Each ChildFlow step names a flow of this worker (by id or name)."""
+    for path, step in flow.walk():
+        target = step.inputs.get("flow") if step.is_child else None
+        if not isinstance(target, str):
+            continue  # refused by the step's own checks
+        if _id_key(target) not in ids and target.lower() not in names:
+            yield _error(flow, f"ChildFlow names unknown flow '{target}'", path)
 
 
 def _known(handler_types: Collection[str]) -> frozenset[str]:
@@ -80,12 +103,38 @@ def _flow_problems(flow: Flow, known: frozenset[str]) -> Iterator[FlowDefinition
         yield _error(flow, "name is blank")
     if flow.run_timeout is not None and flow.run_timeout <= timedelta(0):
         yield _error(flow, f"run timeout must be positive, got {flow.run_timeout}")
+    if flow.step_timeout is not None and flow.step_timeout <= timedelta(0):
+        yield _error(flow, f"step timeout must be positive, got {flow.step_timeout}")
+    if flow.concurrency is not None:
+        yield from (_error(flow, p) for p in _concurrency_problems(flow.concurrency))
+    yield from (_error(flow, p) for p in _output_problems(flow))
     for key, trigger in flow.triggers.items():
         yield from (_error(flow, p) for p in _trigger_problems(key, trigger))
     if not flow.steps:
         yield _error(flow, "has no steps")
         return
     yield from _scope_problems(flow, flow.steps, "", known)
+
+
+def _concurrency_problems(concurrency: Concurrency) -> Iterator[str]:
+    if not is_trigger_expression(concurrency.key):
+        yield (
+            f"concurrency key '{concurrency.key}' is not an expression over the "
+            "trigger (@triggerBody()... or @triggerHeaders()...)"
+        )
+    if not 1 <= concurrency.limit <= MAX_CONCURRENCY_LIMIT:
+        yield (
+            f"concurrency limit must be 1 to {MAX_CONCURRENCY_LIMIT}, "
+            f"got {concurrency.limit}"
+        )
+
+
+def _output_problems(flow: Flow) -> Iterator[str]:
+    for name, value in flow.outputs.items():
+        if not _is_json(value):
+            yield f"output '{name}' is not a JSON value"
+        elif unknown := step_references(value) - flow.steps.keys():
+            yield f"output '{name}' reads unknown step '{sorted(unknown)[0]}'"
 
 
 def _is_uuid(text: str) -> bool:
@@ -145,12 +194,15 @@ def _step_problems(
     yield from _run_after_problems(step, siblings)
     if step.retry is not None:
         yield from _retry_problems(step.retry)
+    yield from _timeout_problems(step)
     if step.is_loop:
         yield from _loop_problems(step)
     elif step.steps:
         yield f"has body steps but its type is '{step.type}', not ForEach"
     if step.type.lower() == WAIT_FOR_SIGNAL.lower():
         yield from _signal_problems(step.inputs)
+    if step.is_child:
+        yield from _child_input_problems(step.inputs)
 
 
 def _key_problems(key: str) -> Iterator[str]:
@@ -212,6 +264,25 @@ def _retry_problems(retry: RetryPolicy) -> Iterator[str]:
         yield f"retry cap must not be negative, got {retry.cap}"
     if not retry.factor >= 0:  # also refuses NaN
         yield f"retry factor must not be negative, got {retry.factor}"
+
+
+def _timeout_problems(step: Step) -> Iterator[str]:
+    if step.timeout is None:
+        return
+    if step.timeout <= timedelta(0):
+        yield f"timeout must be positive, got {step.timeout}"
+    elif not step.runs_a_handler:
+        yield f"a {step.type} step runs no handler: a timeout has nothing to stop"
+
+
+def _child_input_problems(inputs: Mapping[str, Json]) -> Iterator[str]:
+    target = inputs.get("flow")
+    if not isinstance(target, str) or not target.strip():
+        yield "ChildFlow needs the flow to start: a non-blank 'flow' input"
+    elif is_expression(target):
+        yield "ChildFlow's 'flow' must name the flow, not be an expression"
+    if not isinstance(inputs.get("inputs", {}), dict):
+        yield "ChildFlow's 'inputs' must be an object (the child's trigger body)"
 
 
 def _loop_problems(step: Step) -> Iterator[str]:

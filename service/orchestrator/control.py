@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import structlog
 
-from service.engine import attempt, continuation, signal_wait, stop
+from service.engine import attempt, concurrency, continuation, signal_wait, stop
 from service.engine import headers as trigger_headers
 from service.engine.decision import Release, decided
 from service.engine.model import (
@@ -83,16 +83,16 @@ async def trigger(
     run = _new_run(rt, flow, request, job_id=job_id)
     run = replace(run, trace_context=rt.tracer.current())
     ctx = _context(rt, flow, run)
-    start = continuation.start_run(ctx)
+    start = _start(ctx, run)
     released, rest = attempt.fold(start.decision)
     stored, created = await rt.stores.runs.create_run(
         replace(run, released=released),
         recheck_at=ctx.now + rt.options.reconcile_after,
     )
     if not created:
-        if stored.status is RunStatus.RUNNING and stored.job_id == job_id:
+        if not stored.status.is_final and stored.job_id == job_id:
             again = _context(rt, flow, stored)
-            await drive(rt, again, continuation.start_run(again))
+            await drive(rt, again, _start(again, stored))
         return TriggerResult(stored.run_id, duplicate=True)
     log.info(
         "run_started", run_id=run.run_id, flow_id=flow.id, trigger_key=run.trigger_key
@@ -104,13 +104,20 @@ async def trigger(
     return TriggerResult(run.run_id)
 
 
+def _start(ctx: RunContext, run: RunRecord) -> Round:
+    """Its entry steps; or, for a run of a keyed flow, its place in its key's queue."""
+    if run.status is RunStatus.QUEUED:
+        return continuation.queue_run(ctx)
+    return continuation.start_run(ctx)
+
+
 def _new_run(
     rt: Runtime, flow: Flow, request: TriggerRequest, *, job_id: JobId
 ) -> RunRecord:
     headers = trigger_headers.capture(request.headers)
     now = rt.clock.now()
     timeout = _run_timeout(request, flow, rt)
-    return RunRecord(
+    record = RunRecord(
         run_id=request.run_id or RunId(str(uuid.uuid4())),
         flow_id=flow.id,
         flow_name=flow.name,
@@ -125,6 +132,7 @@ def _new_run(
         ),
         deadline_at=now + timeout if timeout else None,
     )
+    return concurrency.queued(flow, record)  # a keyed flow's run waits for a slot
 
 
 def _run_timeout(request: TriggerRequest, flow: Flow, rt: Runtime) -> timedelta | None:
@@ -167,6 +175,15 @@ async def retry_step(rt: Runtime, run_id: RunId, key: StepKey) -> ControlResult:
         )
     if run.stop_status is not None:
         return ControlResult("refused", f"Run is {run.stop_status}.", run_id, key)
+    if run.concurrency_key is not None:
+        # Reopened, it would run beside its key's limit; a rerun queues for a slot.
+        return ControlResult(
+            "refused",
+            "A run of a flow with a concurrency key is not retried: rerun it "
+            "(the new run waits for a slot of its key).",
+            run_id,
+            key,
+        )
     steps = rt.stores.steps
     row = (await steps.steps(run_id, [key])).get(key)
     if row is None or row.status is not StepStatus.FAILED:
@@ -221,7 +238,7 @@ async def cancel_run(rt: Runtime, run_id: RunId, reason: str | None) -> ControlR
     run, flow = await _run_and_flow(rt, run_id)
     if run is None or flow is None:
         return ControlResult("not_found", f"Run '{run_id}' not found.", run_id)
-    if run.status is not RunStatus.RUNNING:
+    if run.status.is_final:
         return ControlResult(
             "refused", f"Run is not active (status: {run.status}).", run_id
         )
@@ -251,7 +268,7 @@ async def stop_run(rt: Runtime, run_id: RunId, flow: Flow) -> None:
 
 async def time_out(rt: Runtime, run_id: RunId) -> None:
     run, flow = await _run_and_flow(rt, run_id)
-    if run is None or flow is None or run.status is not RunStatus.RUNNING:
+    if run is None or flow is None or run.status.is_final:
         return
     if await rt.stores.runs.mark_timed_out(run_id, now=rt.clock.now()):
         log.info("run_timed_out", run_id=run_id)

@@ -3,19 +3,22 @@
 Every operation ends here (a step's result, a trigger, a timer, a stop, the
 reconciler): each round's decision is saved, then its continuations, one after the
 other and each to its end before the next (what they ask for is loaded, and the engine
-resumes with it), and every release is published once everything is saved. Nothing
-here decides anything.
+resumes with it), and every release is published once everything is saved. Then the
+effects on other runs (a child started or stopped, a parent woken, a slot freed) are
+driven in their own runs. Nothing here decides anything.
 """
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
 
 from service.engine import cascade, continuation
-from service.engine.decision import FinishStep, Release
+from service.engine.decision import Effect, FinishStep, Release
 from service.engine.model import StepStatus
 from service.engine.rounds import Next, Round, RunContext
+from service.orchestrator.effects import consequences
 from service.orchestrator.reads import load
 from service.orchestrator.runtime import Runtime
 from service.orchestrator.writes import save
@@ -41,6 +44,7 @@ async def drive(
     or a Queued one.
     """
     releases: list[Release] = []
+    effects: list[Effect] = []
     finished: list[FinishStep] = []
     work: deque[Round | Next] = deque([first])
     while work:
@@ -59,11 +63,21 @@ async def drive(
             work.appendleft(cascade.close_stopped(saved.stop))
             continue
         releases.extend(item.decision.releases)
+        effects.extend(item.decision.effects)
         work.extendleft(reversed(item.follow))
     if only_unclaimed:
         releases = await _unclaimed(rt, ctx, releases)
     await publish(rt, ctx, releases)
+    if effects:
+        await perform(rt, effects)
     return Driven(finished=tuple(finished))
+
+
+async def perform(rt: Runtime, effects: Sequence[Effect]) -> None:
+    """Drive what `effects` ask of other runs, one after the other."""
+    for effect in effects:
+        for other in await consequences(rt, effect):
+            await drive(rt, other.ctx, other.first, only_unclaimed=other.only_unclaimed)
 
 
 async def publish(rt: Runtime, ctx: RunContext, releases: list[Release]) -> None:

@@ -9,8 +9,12 @@ whose step cannot be claimed repeats what follows the step's state (safe to repe
 """
 
 import asyncio
+import contextlib
 import traceback
+from collections.abc import Awaitable, Coroutine
 from dataclasses import replace
+from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -34,7 +38,7 @@ from service.orchestrator.driver import drive
 from service.orchestrator.heartbeat import Heartbeat
 from service.orchestrator.runtime import Runtime, StepRequest
 from service.orchestrator.together import both
-from service.steps.handlers import StepContext, invoke
+from service.steps.handlers import NonRetryable, StepContext, invoke
 
 log = structlog.get_logger()
 
@@ -50,7 +54,9 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
     claim, reads = await _claim(rt, flow, manifest, request)
     if claim.step is None:
         raise UnknownReferenceError("step", f"{request.run_id}/{request.step_key}")
-    ctx = RunContext(flow, facts, rt.clock.now(), limits=rt.options.limits)
+    ctx = RunContext(
+        flow, facts, rt.clock.now(), limits=rt.options.limits, flows=rt.catalog.find
+    )
     if not claim.won:
         if request.redelivered or claim.step.stop is not None:
             await drive(rt, ctx, continuation.recover(ctx, claim.step))
@@ -68,7 +74,10 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
             if isinstance(begun, Invoke):
                 result = await _invoke(rt, facts, row, begun, cancelled=cancelled)
                 ctx = replace(ctx, now=rt.clock.now())
-                begun = continuation.after_handler(ctx, row, begun, result)
+                if result is None:
+                    begun = continuation.timed_out(ctx, row, begun)
+                else:
+                    begun = continuation.after_handler(ctx, row, begun, result)
             driven = await drive(rt, ctx, begun)
         mine = [f for f in driven.finished if f.key == row.key]
         if driven.lost or not mine:
@@ -147,7 +156,8 @@ async def _invoke(
     call: Invoke,
     *,
     cancelled: asyncio.Event,
-) -> StepResult:
+) -> StepResult | None:
+    """The handler's result; None when it outlived `call.timeout`."""
     handler = rt.handlers.get(call.manifest.type)
     if handler is None:  # validation at start makes this unreachable for known flows
         return Failed(f"No handler registered for type '{call.manifest.type}'.")
@@ -162,13 +172,53 @@ async def _invoke(
         now=rt.clock.now(),
         cancelled=cancelled,
     )
+    running = _caught(invoke(handler, ctx, call.inputs))
+    if call.timeout is None:
+        return await running
+    return await _within(
+        running, call.timeout, grace=rt.options.timeout_grace, cancelled=cancelled
+    )
+
+
+async def _caught(running: Awaitable[StepResult]) -> StepResult:
     try:
-        return await invoke(handler, ctx, call.inputs)
+        return await running
     except Exception as exc:  # a flow author's exception is a step result
         log.exception("step_handler_failed")
         # The exception first (what tables and events show), then where it came from.
         trace = "".join(traceback.format_exception(exc))
-        return Failed(f"{type(exc).__name__}: {exc}\n\n{trace[-8000:]}")
+        return Failed(
+            f"{type(exc).__name__}: {exc}\n\n{trace[-8000:]}",
+            retry=not isinstance(exc, NonRetryable),
+        )
+
+
+async def _within(
+    running: Coroutine[Any, Any, StepResult],
+    limit: timedelta,
+    *,
+    grace: timedelta,
+    cancelled: asyncio.Event,
+) -> StepResult | None:
+    """`running`'s result, or None once `limit` passed.
+
+    Then `cancelled` is set, and after `grace` the handler's task is cancelled. A plain
+    `def` handler's thread can't be stopped: it runs on, and what it returns is lost.
+    """
+    task = asyncio.create_task(running)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=limit.total_seconds())
+        if task in done:
+            return task.result()
+        log.warning("step_timed_out", after_seconds=limit.total_seconds())
+        cancelled.set()
+        await asyncio.wait({task}, timeout=grace.total_seconds())
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None
 
 
 async def _lost(rt: Runtime, row: StepRecord) -> None:

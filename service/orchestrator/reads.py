@@ -1,5 +1,6 @@
-"""Loading what the engine asked for (`rounds.Load`): rows, counts, items, a waiter.
+"""Loading what the engine asked for (`rounds.Load`).
 
+Rows, counts of final rows, loop items, a loop's count, a waiter, a child run.
 Everything one `Load` asks for is read at once. A loop's count is a write, but one that
 is safe to repeat (each iteration is counted once, whoever asks), which is why the
 engine may ask for it as a fact.
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.engine.model import Json, RunId, StepKey
-from service.engine.records import StepRecord, Waiter
+from service.engine.records import RunRecord, StepRecord, Waiter
 from service.engine.rounds import CountIteration, Load, Loaded
 from service.orchestrator.runtime import Runtime
 from service.orchestrator.together import every
@@ -27,6 +28,7 @@ class _Found:
     waiter: Waiter | None = None
     in_flight: list[StepRecord] = field(default_factory=list)
     all_rows: list[StepRecord] = field(default_factory=list)
+    child: RunRecord | None = None
 
 
 async def load(rt: Runtime, run_id: RunId, asked: Load) -> Loaded:
@@ -44,6 +46,7 @@ async def load(rt: Runtime, run_id: RunId, asked: Load) -> Loaded:
         waiter=found.waiter,
         in_flight=tuple(found.in_flight),
         all_rows=tuple(found.all_rows),
+        child=found.child,
     )
 
 
@@ -91,6 +94,9 @@ class _Reader:
     async def all_rows(self) -> None:
         self.found.all_rows = await self._steps.all_steps(self._run_id)
 
+    async def child(self, run_id: RunId) -> None:
+        self.found.child = await self._rt.stores.runs.get_run(run_id)
+
 
 def _reads(
     rt: Runtime, run_id: RunId, asked: Load, found: _Found
@@ -106,6 +112,7 @@ def _reads(
         (asked.waiter is not None, lambda: read.waiter(StepKey(asked.waiter or ""))),
         (asked.in_flight, read.in_flight),
         (asked.all_rows, read.all_rows),
+        (asked.child is not None, lambda: read.child(RunId(asked.child or ""))),
     ]
     reads = [make() for want, make in wanted if want]
     reads.extend(read.count(n, keys) for n, keys in enumerate(asked.counts))

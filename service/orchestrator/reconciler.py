@@ -7,7 +7,8 @@ guarded or safe to repeat, so replicas may run it at once:
   message may be lost;
 - a Running step whose lease ended is requeued and published: its worker died;
 - a run whose start is due a check gets its start again (what its entry steps need
-  that they lack: a row, a message);
+  that they lack: a row, a message; a Queued run, its key's queue); a run whose end is
+  due a check gets what its end sets off again (its parent woken, its slot freed);
 - a result whose continuation is due a check gets its continuation again, unless its
   run has ended (then there is nothing to continue). A continuation cut short, a
   run-completion whose message was dead-lettered, a long step whose delivery was
@@ -19,12 +20,12 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from service.engine import continuation
-from service.engine.decision import Release
-from service.engine.model import RunId, RunStatus, StepStatus
+from service.engine.decision import Launch, Release
+from service.engine.model import ACTIVE_RUN_STATUSES, RunId, RunStatus, StepStatus
 from service.engine.records import RunRecord, StepRecord
 from service.engine.rounds import RunContext
 from service.errors import UnknownReferenceError
-from service.orchestrator.driver import drive, publish
+from service.orchestrator.driver import drive, perform, publish
 from service.orchestrator.hop import run_facts
 from service.orchestrator.runtime import Runtime
 
@@ -98,20 +99,34 @@ async def _recheck_starts(rt: Runtime, limit: int) -> int:
     runs = await rt.stores.runs.runs_to_recheck(before=rt.clock.now(), limit=limit)
     restarted = 0
     for run in runs:
-        if run.status is RunStatus.RUNNING and await _restart(rt, run):
+        if await _restart(rt, run):
             restarted += 1
     await rt.stores.runs.rechecked([run.run_id for run in runs])
     return restarted
 
 
 async def _restart(rt: Runtime, run: RunRecord) -> bool:
+    """A run whose start (or end) is due a check: what it sets off, once more.
+
+    A Running run: its entry steps not yet dispatched. A Queued run, or a child: its
+    launch (its key's queue; a child of a stopped parent stops). An ended run: what
+    its end sets off (its parent woken, its slot freed).
+    """
     flow = rt.catalog.get(run.flow_id)
     if flow is None:
         return False
     ctx = RunContext(
         flow, run.facts, rt.clock.now(), run.stop_status, rt.options.limits
     )
-    await drive(rt, ctx, continuation.start_run(ctx), only_unclaimed=True)
+    if run.status.is_final:
+        ended = continuation.ended(ctx)
+        if ended.decision.is_empty:
+            return False
+        await drive(rt, ctx, ended)
+    elif run.status is RunStatus.QUEUED or run.parent is not None:
+        await perform(rt, [Launch(run.run_id)])
+    else:
+        await drive(rt, ctx, continuation.start_run(ctx), only_unclaimed=True)
     return True
 
 
@@ -133,8 +148,12 @@ async def _recheck_results(rt: Runtime, limit: int) -> int:
 def _of_running_runs(
     rows: Sequence[StepRecord], statuses: Mapping[RunId, RunStatus]
 ) -> list[StepRecord]:
-    """The rows whose run still runs: an ended run has nothing left to continue."""
-    return [row for row in rows if statuses.get(row.run_id) is RunStatus.RUNNING]
+    """The rows whose run still runs: an ended run has nothing left to continue.
+
+    A Queued run with rows is one whose start went out just before it was marked
+    Running: it runs.
+    """
+    return [row for row in rows if statuses.get(row.run_id) in ACTIVE_RUN_STATUSES]
 
 
 async def _context(rt: Runtime, run_id: RunId) -> RunContext | None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Literal
 
 from service.engine.model import Flow, FlowId, JobId, Json, RunId, StepKey
-from service.engine.rounds import Limits
+from service.engine.rounds import Limits, Round, RunContext
 from service.orchestrator.run_cache import RunCache
 from service.ports.clock import Clock
 from service.ports.dispatch import Dispatcher
@@ -31,6 +31,11 @@ class Options:
     idempotency_header: str = "idempotency-key"
     lost_attempts: int = 5
     """A step whose worker died during this many attempts fails instead of running."""
+    step_timeout: timedelta | None = None
+    """The timeout of handler steps whose step and flow set none."""
+    timeout_grace: timedelta = timedelta(seconds=5)
+    """How long a timed-out handler has, once told (`cancelled`), before its task is
+    cancelled."""
 
     @property
     def limits(self) -> Limits:
@@ -38,6 +43,8 @@ class Options:
             max_output_bytes=self.max_output_bytes,
             reconcile_after=self.reconcile_after,
             lost_attempts=self.lost_attempts,
+            step_timeout=self.step_timeout,
+            default_run_timeout=self.default_run_timeout,
         )
 
 
@@ -102,6 +109,16 @@ class Runtime:
     tracer: Tracer = field(default_factory=NoTracer)
     runs: RunCache = field(default_factory=RunCache)
     """This worker's memory of the runs it met."""
+
+
+@dataclass(frozen=True, slots=True)
+class Driving:
+    """A round to drive in a run's context (what an effect asks of another run)."""
+
+    ctx: RunContext
+    first: Round
+    only_unclaimed: bool = False
+    """Publish only the releases whose step has no row yet, or a Queued one."""
 
 
 @dataclass(frozen=True, slots=True)

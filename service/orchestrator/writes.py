@@ -14,8 +14,10 @@ from typing import assert_never
 import structlog
 
 from service.engine.decision import (
+    AdmitRun,
     AppendEvents,
     CompleteRun,
+    CreateRun,
     Decision,
     DeleteTimer,
     FinishStep,
@@ -119,8 +121,12 @@ async def _apply(rt: Runtime, ctx: RunContext, write: Write) -> object:  # noqa:
             )
         case MarkStopped(status=status, loops_only=loops_only):
             await stores.steps.mark_stopped(run.run_id, status, loops_only=loops_only)
-        case CompleteRun(status=status):
-            await _complete(rt, ctx, status)
+        case CompleteRun():
+            await _complete(rt, ctx, write)
+        case CreateRun(run=child, recheck_at=recheck_at):
+            await stores.runs.create_run(child, recheck_at=recheck_at)
+        case AdmitRun():
+            await _admitted(rt, ctx, write)
         case _:
             assert_never(write)
     return None
@@ -148,8 +154,26 @@ async def _best_effort(
         log.warning("events_not_recorded", run_id=ctx.run.run_id, count=len(events))
 
 
-async def _complete(rt: Runtime, ctx: RunContext, status: RunStatus) -> None:
-    final = await rt.stores.runs.complete_run(ctx.run.run_id, status, now=ctx.now)
+async def _admitted(rt: Runtime, ctx: RunContext, write: AdmitRun) -> None:
+    admitted = await rt.stores.runs.admit_run(
+        ctx.run.run_id,
+        ticket=write.ticket,
+        admitted=write.admitted,
+        now=ctx.now,
+        recheck_at=write.recheck_at,
+    )
+    if admitted is not None:
+        log.info("run_admitted", run_id=ctx.run.run_id, ticket=write.ticket)
+
+
+async def _complete(rt: Runtime, ctx: RunContext, write: CompleteRun) -> None:
+    final = await rt.stores.runs.complete_run(
+        ctx.run.run_id,
+        write.status,
+        now=ctx.now,
+        outputs=write.outputs,
+        recheck_at=write.recheck_at,
+    )
     if final is None:
         return  # completed before (a repeated continuation), or reopened meanwhile
     log.info(

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
-from service.engine.model import RunId, RunStatus
+from service.engine.model import Json, RunId, RunStatus
 from service.engine.records import RunRecord
 
 
@@ -31,17 +31,42 @@ class RunStore(Protocol):
         ...
 
     async def complete_run(
-        self, run_id: RunId, status: RunStatus, *, now: datetime
+        self,
+        run_id: RunId,
+        status: RunStatus,
+        *,
+        now: datetime,
+        outputs: Json = None,
+        recheck_at: datetime | None = None,
     ) -> RunStatus | None:
-        """Move a Running run to `status`; a run that was stopped gets its stop.
+        """Move a Running (or Queued) run to `status`; a stopped run gets its stop.
 
-        Cancelled or TimedOut, whatever `status` says. Returns the status it got, or
-        None when it was not Running (a run completes once).
+        Cancelled or TimedOut, whatever `status` says. Keeps `outputs` and, when given,
+        `recheck_at` (`runs_to_recheck`: what its end sets off is checked then).
+        Returns the status it got, or None when it was neither Running nor Queued (a
+        run completes once).
+        """
+        ...
+
+    async def admit_run(
+        self,
+        run_id: RunId,
+        *,
+        ticket: int,
+        admitted: int,
+        now: datetime,
+        recheck_at: datetime,
+    ) -> RunRecord | None:
+        """Move a Queued run that holds a slot of its key to Running.
+
+        Not if a cancel or a timeout was requested. Records its ticket and admission
+        numbers and `recheck_at` (its start is checked then). Returns the run after the
+        move, or None when it was not Queued or was stopped.
         """
         ...
 
     async def reopen_run(self, run_id: RunId) -> bool:
-        """Move a finished run back to Running (a manual retry); False if Running."""
+        """Move a finished run back to Running (a manual retry); False if not final."""
         ...
 
     async def request_cancel(

@@ -22,6 +22,7 @@ from service.engine.records import (
 )
 from service.ports.loops import LoopStore
 from service.ports.runs import RunStore
+from service.ports.slots import SlotStore
 from service.ports.steps import StepStore
 
 
@@ -153,11 +154,14 @@ class Stores(Protocol):
     def flows(self) -> FlowStore: ...
     @property
     def schedules(self) -> ScheduleStore: ...
+    @property
+    def slots(self) -> SlotStore: ...
 
     async def purge(self, *, before: datetime, limit: int) -> int:
         """Retention: delete up to `limit` runs completed before `before`.
 
-        Each goes with its steps, events, waiters and timers; Running runs are never
-        deleted. Returns the number of runs deleted.
+        Each goes with its steps, events, waiters and timers; Running and Queued runs
+        are never deleted. The slot records of keys with no holder and no waiting run,
+        untouched since `before`, go too. Returns the number of runs deleted.
         """
         ...

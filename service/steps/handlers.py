@@ -32,6 +32,7 @@ __all__ = [
     "Failed",
     "Handler",
     "Handlers",
+    "NonRetryable",
     "Pending",
     "StepContext",
     "StepResult",
@@ -56,7 +57,8 @@ class StepContext:
     """Names as written; `ctx.trigger_headers["x-id"]` matches them in any case."""
     now: datetime
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when the run is cancelled or times out while the handler runs."""
+    """Set when the run is cancelled or times out, or the step's own timeout passes,
+    while the handler runs."""
 
     def __post_init__(self) -> None:
         # Frozen: set here, so a context however built matches names in any case.
@@ -68,6 +70,14 @@ class StepContext:
 
 
 Handler: TypeAlias = Callable[[StepContext, Any], Awaitable[object] | object]
+
+
+class NonRetryable(Exception):  # noqa: N818 - named for what it means to a flow author
+    """Raised by a handler: the step fails at once, whatever its retry policy.
+
+    `raise NonRetryable("card declined") from exc` keeps the cause in the traceback;
+    subclasses (`class Declined(NonRetryable)`) are non-retryable too.
+    """
 
 
 class Handlers:
@@ -120,9 +130,11 @@ async def invoke(
         try:
             argument = model.model_validate(dict(inputs))
         except ValidationError as exc:
+            # The same inputs fail the same way on every attempt: no retry.
             return Failed(
                 f"Failed to validate inputs for step '{ctx.step_key}' "
-                f"as {model.__name__}: {_summary(exc)}"
+                f"as {model.__name__}: {_summary(exc)}",
+                retry=False,
             )
     if inspect.iscoroutinefunction(handler):
         returned = await handler(ctx, argument)

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from service.adapters.clock import FrozenClock
-from service.engine.model import RunId, RunStatus, StepKey
+from service.engine.model import FlowId, RunId, RunStatus, StepKey
 from service.engine.records import NewEvent
 from service.errors import UnknownReferenceError
 from service.ports.stores import Stores
@@ -102,6 +102,33 @@ class RetentionContract:
 
         assert purged == 0
         assert await leftovers(stores, clock, run_id) == [EVERYTHING]
+
+    async def test_purge_never_deletes_a_queued_run(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run, _ = await stores.runs.create_run(
+            a_run(status=RunStatus.QUEUED, concurrency_key="c-1")
+        )
+        clock.advance(DAY * 30)
+
+        purged = await stores.purge(before=clock.now(), limit=10)
+
+        assert purged == 0
+        assert await stores.runs.get_run(run.run_id) is not None
+
+    async def test_purge_drops_idle_keys_and_keeps_the_busy_ones(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        flow = FlowId("orders")
+        await stores.slots.join(flow, "idle", RunId("r1"), now=clock.now())
+        await stores.slots.free(flow, "idle", [RunId("r1")], now=clock.now())
+        await stores.slots.join(flow, "busy", RunId("r2"), now=clock.now())
+        clock.advance(DAY)
+
+        await stores.purge(before=clock.now(), limit=10)
+
+        assert await stores.slots.slots(flow, "idle") is None
+        assert await stores.slots.slots(flow, "busy") is not None
 
     async def test_purge_keeps_runs_completed_at_or_after_the_cutoff(
         self, stores: Stores, clock: FrozenClock

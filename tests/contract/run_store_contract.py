@@ -21,6 +21,7 @@ from service.engine.model import (
     StepStatus,
     TriggerKey,
 )
+from service.engine.records import ParentRef
 from service.ports.stores import Stores
 from tests.contract.builders import a_run, a_run_id, a_step
 from tests.contract.step_contract import LEASE, a_run_with
@@ -403,3 +404,93 @@ class RunStoreContract:
         )
 
         assert [row.key for row in found] == ["b", "c"]
+
+    async def test_a_queued_run_is_admitted_once_and_records_its_place(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run, _ = await stores.runs.create_run(
+            a_run(status=RunStatus.QUEUED, concurrency_key="c-1")
+        )
+        due = clock.now() + timedelta(seconds=30)
+
+        admitted = await stores.runs.admit_run(
+            run.run_id, ticket=3, admitted=2, now=clock.now(), recheck_at=due
+        )
+        again = await stores.runs.admit_run(
+            run.run_id, ticket=3, admitted=2, now=clock.now(), recheck_at=due
+        )
+        rechecks = await stores.runs.runs_to_recheck(
+            before=due + timedelta(seconds=1), limit=10
+        )
+
+        assert admitted is not None
+        assert (admitted.status, admitted.ticket, admitted.admitted) == (
+            RunStatus.RUNNING,
+            3,
+            2,
+        )
+        assert admitted.concurrency_key == "c-1"
+        assert again is None
+        assert [r.run_id for r in rechecks] == [run.run_id]
+
+    async def test_a_cancelled_queued_run_is_never_admitted(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run, _ = await stores.runs.create_run(
+            a_run(status=RunStatus.QUEUED, concurrency_key="c-1")
+        )
+        await stores.runs.request_cancel(run.run_id, "no", now=clock.now())
+
+        admitted = await stores.runs.admit_run(
+            run.run_id, ticket=1, admitted=1, now=clock.now(), recheck_at=clock.now()
+        )
+        completed = await stores.runs.complete_run(
+            run.run_id, RunStatus.SKIPPED, now=clock.now()
+        )
+
+        assert admitted is None
+        assert completed is RunStatus.CANCELLED  # a Queued run completes too
+
+    async def test_a_completion_keeps_outputs_and_asks_for_a_recheck(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run, _ = await stores.runs.create_run(a_run())
+        due = clock.now() + timedelta(seconds=30)
+
+        await stores.runs.complete_run(
+            run.run_id,
+            RunStatus.SUCCEEDED,
+            now=clock.now(),
+            outputs={"$total": 12, "big": 2**70},
+            recheck_at=due,
+        )
+        found = await stores.runs.get_run(run.run_id)
+        rechecks = await stores.runs.runs_to_recheck(
+            before=due + timedelta(seconds=1), limit=10
+        )
+
+        assert found is not None
+        assert found.outputs == {"$total": 12, "big": 2**70}
+        assert [r.run_id for r in rechecks] == [run.run_id]
+
+    async def test_a_child_run_keeps_its_lineage(self, stores: Stores):
+        parent, _ = await stores.runs.create_run(a_run())
+        child = a_run(parent=ParentRef(parent.run_id, StepKey("bill")), depth=1)
+
+        await stores.runs.create_run(child)
+        found = await stores.runs.get_run(child.run_id)
+
+        assert found == child
+        assert found is not None
+        assert found.facts.parent == ParentRef(parent.run_id, StepKey("bill"))
+
+    async def test_a_queued_run_is_not_reopened(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run, _ = await stores.runs.create_run(
+            a_run(status=RunStatus.QUEUED, concurrency_key="c-1")
+        )
+
+        reopened = await stores.runs.reopen_run(run.run_id)
+
+        assert not reopened

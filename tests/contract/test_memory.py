@@ -12,6 +12,7 @@ from tests.contract.retention_contract import RetentionContract
 from tests.contract.run_store_contract import RunStoreContract
 from tests.contract.schedule_store_contract import ScheduleStoreContract
 from tests.contract.signal_store_contract import SignalStoreContract
+from tests.contract.slot_store_contract import SlotStoreContract
 from tests.contract.step_contract import StepRowContract
 from tests.contract.step_state_contract import StepStateContract
 from tests.contract.timer_store_contract import TimerStoreContract
@@ -55,4 +56,8 @@ class TestInMemoryScheduleStore(ScheduleStoreContract):
 
 
 class TestInMemoryRetention(RetentionContract):
+    pass
+
+
+class TestInMemorySlotStore(SlotStoreContract):
     pass

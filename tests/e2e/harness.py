@@ -51,6 +51,9 @@ FAST = {
 }
 
 
+ACTIVE = ["Queued", "Running"]
+"""Run statuses that are not final (a Queued run waits for a slot of its key)."""
+
 PATIENT = {"STEP_LEASE": "30", "STEP_HEARTBEAT": "10"}
 """For tests where no worker dies: a lease that a loaded machine never lets expire
 (the heartbeat covers the handler only, not loading inputs or saving the result), so
@@ -404,7 +407,7 @@ class Deployment:
 
         async def done() -> list[Document] | None:
             runs = await self.db.runs.find(
-                {"job_id": {"$in": job_ids}, "status": {"$ne": "Running"}}
+                {"job_id": {"$in": job_ids}, "status": {"$nin": ACTIVE}}
             ).to_list(None)
             return runs if len(runs) >= wanted else None
 

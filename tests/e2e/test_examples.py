@@ -21,6 +21,11 @@ CASES = [
     ("batch", {"items": ["a", "b", "c", "d"]}, "Succeeded", {"summarize": "Succeeded"}),
     ("polling", {"polls": 2}, "Succeeded", {"check": "Succeeded"}),
     ("nightly", None, "Succeeded", {"cleanup": "Succeeded"}),
+    ("timeouts", None, "Succeeded", {"quote": "Succeeded", "book": "Succeeded"}),
+    ("declines", {"card": "declined"}, "Succeeded", {"charge": "Failed"}),
+    ("customer-sync", {"customer": "ada"}, "Succeeded", {"sync": "Succeeded"}),
+    ("customer-sync", {"customer": "ada"}, "Succeeded", {"sync": "Succeeded"}),
+    ("invoicing", {"order": 7, "amount": 10}, "Succeeded", {"send": "Succeeded"}),
 ]
 
 

@@ -15,8 +15,10 @@ from examples import (
     approval,
     batch,
     branches,
+    customers,
     failures,
     hello,
+    invoices,
     nightly,
     orders,
     polling,
@@ -199,3 +201,47 @@ async def test_nightly_fires_on_its_cron(stores: MongoStores):
     runs, total = await stores.queries.find_runs()
     assert total == 1
     assert (runs[0].status, runs[0].trigger_key) == (RunStatus.SUCCEEDED, "nightly")
+
+
+async def test_customer_syncs_take_turns_per_customer(stores: MongoStores):
+    host = MongoHost((customers,), stores)
+    started = [
+        await host.trigger("customer-sync", body={"customer": c}, settle=False)
+        for c in ("ada", "ada", "bob", "ada")
+    ]
+
+    waiting = [r.status for r in started]
+    await host.settle()
+    runs = [await stores.runs.get_run(r.run_id) for r in started]
+
+    assert waiting == [
+        RunStatus.RUNNING,
+        RunStatus.QUEUED,
+        RunStatus.RUNNING,
+        RunStatus.QUEUED,
+    ]
+    assert [(r.status, r.admitted) for r in runs if r] == [
+        (RunStatus.SUCCEEDED, 1),
+        (RunStatus.SUCCEEDED, 2),
+        (RunStatus.SUCCEEDED, 1),
+        (RunStatus.SUCCEEDED, 3),
+    ]
+    slots = await stores.slots.slots(customers.flow.id, "ada")
+    assert slots is not None
+    assert (slots.holders, slots.waiting, slots.tickets) == ((), (), 3)
+
+
+async def test_invoicing_gets_its_invoice_from_a_child_run(stores: MongoStores):
+    host = MongoHost((invoices,), stores)
+
+    result = await host.trigger("invoicing", body={"order": 7, "amount": 10})
+
+    detail = await stores.queries.run_detail(result.run_id)
+    assert detail is not None
+    [child] = detail.children
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.steps["send"].output == {"sent": "INV-7", "total": 12.0}
+    assert (child.flow_name, child.outputs) == (
+        "invoice",
+        {"number": "INV-7", "total": 12.0},
+    )

@@ -187,6 +187,7 @@ async def test_count_by_status_counts_every_status(stores: MongoStores):
     orders = await stores.queries.count_by_status(flow="orders")
 
     assert every == {
+        "Queued": 0,
         "Running": 1,
         "Succeeded": 1,
         "Failed": 2,

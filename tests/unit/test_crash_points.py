@@ -13,7 +13,6 @@ other workers must finish the run alone, from what the crashed worker had writte
 
 import itertools
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,14 +21,15 @@ import pytest
 
 from service.adapters.memory.stores import InMemoryStores
 from service.engine.model import (
+    Concurrency,
     Flow,
     FlowId,
     JobId,
     RetryPolicy,
-    RunId,
     Step,
     StepStatus,
     after,
+    child_flow,
     for_each,
     wait_for_signal,
 )
@@ -38,6 +38,7 @@ from service.orchestrator.runtime import StepRequest, TriggerRequest
 from service.ports.dispatch import Dispatch
 from service.ports.loops import LoopStore
 from service.ports.runs import RunStore
+from service.ports.slots import SlotStore
 from service.ports.steps import StepStore
 from service.ports.stores import (
     EventStore,
@@ -69,9 +70,14 @@ WRITES = frozenset(
         "add_steps",
         "reset_steps",
         "mark_stopped",
+        "admit_run",
         # LoopStore
         "start_loop",
         "advance_loop",
+        # SlotStore
+        "join",
+        "take",
+        "free",
         # EventStore, TimerStore, SignalStore
         "append",
         "set",
@@ -134,6 +140,7 @@ class CrashingStores:
         self.events: EventStore = Crashing(stores.events, fuse)
         self.timers: TimerStore = Crashing(stores.timers, fuse)
         self.signals: SignalStore = Crashing(stores.signals, fuse)
+        self.slots: SlotStore = Crashing(stores.slots, fuse)
         self.flows: FlowStore = stores.flows
         self.schedules: ScheduleStore = stores.schedules
 
@@ -148,9 +155,7 @@ class Ran:
         self.calls: Counter[str] = Counter()
 
 
-def make(
-    flow_steps: dict[str, Step], fuse: Fuse
-) -> tuple[FlowTestHost, Orchestrator, Ran]:
+def make(case: "Case", fuse: Fuse) -> tuple[FlowTestHost, Orchestrator, Ran]:
     ran = Ran()
     handlers = Handlers()
 
@@ -181,7 +186,8 @@ def make(
             return Failed("item 3 is bad")
         return {"item": inputs["__loopItem"]}
 
-    host = FlowTestHost([Flow(FLOW_ID, "t", steps=flow_steps)], handlers)
+    flow = Flow(FLOW_ID, "t", steps=case.steps, concurrency=case.concurrency)
+    host = FlowTestHost([flow, *case.others], handlers)
     runtime = replace(
         host.runtime,
         stores=CrashingStores(host.stores, fuse),
@@ -231,75 +237,91 @@ async def _all_done(host: FlowTestHost) -> bool:
     return all(run.status.is_final for run in host.stores.runs.all_runs())
 
 
-async def trigger(host: FlowTestHost, worker: Orchestrator, *, lose: bool) -> RunId:
-    request = TriggerRequest("t", body={"items": [1, 2, 3, 4, 5]})
+async def trigger(
+    host: FlowTestHost, worker: Orchestrator, n: int, *, lose: bool
+) -> None:
+    request = TriggerRequest("t", body={"items": [1, 2, 3, 4, 5], "key": "k"})
     while True:
         try:
-            result = await worker.trigger(request, job_id=JobId("trigger-1"))
+            result = await worker.trigger(request, job_id=JobId(f"trigger-{n}"))
         except Crash:
-            if lose:  # the crash came after a write: the run is the only one there is
-                [run] = host.stores.runs.all_runs()
-                return run.run_id
+            if lose:  # the crash came after a write: the run is there, or nothing is
+                return
             continue  # the trigger message is redelivered with its message id
         assert result.run_id is not None
-        return result.run_id
+        return
+
+
+@dataclass(frozen=True)
+class Case:
+    steps: dict[str, Step]
+    signals: tuple[str, ...] = ()
+    others: tuple[Flow, ...] = ()
+    """Other flows of the host (a child flow)."""
+    concurrency: Concurrency | None = None
+    runs: int = 1
 
 
 @dataclass(frozen=True)
 class Ending:
-    status: str
-    steps: dict[str, StepStatus]
+    runs: list[tuple[str, int, str, dict[str, StepStatus]]]
+    """Each run's flow, depth, status and steps, in a stable order."""
     calls: Counter[str]
     writes: int
     crash: str | None
 
 
-async def run_once(
-    flow_steps: dict[str, Step],
-    signals: Sequence[str],
-    at: int | None,
-    *,
-    lose: bool = False,
-) -> Ending:
+async def run_once(case: Case, at: int | None, *, lose: bool = False) -> Ending:
     fuse = Fuse(at)
-    host, worker, ran = make(flow_steps, fuse)
+    host, worker, ran = make(case, fuse)
     await host.orchestrator.sync_flows()
-    run_id = await trigger(host, worker, lose=lose)
+    for n in range(1, case.runs + 1):
+        await trigger(host, worker, n, lose=lose)
     await drive(host, worker, lose=lose)
-    for name in signals:
-        await host.orchestrator.signal(run_id, name, {"by": "test"})
+    for name in case.signals:
+        for run in host.stores.runs.all_runs():
+            await host.orchestrator.signal(run.run_id, name, {"by": "test"})
         await drive(host, worker, lose=lose)
-    result = await host.result(run_id)
+    runs = []
+    for run in host.stores.runs.all_runs():
+        result = await host.result(run.run_id)
+        steps = {key: view.status for key, view in result.steps.items()}
+        runs.append((run.flow_name, run.depth, result.status.value, steps))
     return Ending(
-        result.status.value,
-        {key: view.status for key, view in result.steps.items()},
+        sorted(runs, key=lambda r: (r[0], r[1], r[2])),
         ran.calls,
         fuse.count,
         fuse.blown,
     )
 
 
-FLOWS: dict[str, tuple[dict[str, Step], tuple[str, ...]]] = {
-    "retry": (
+CHILD = Flow(
+    FlowId("9d2f8e1a-0000-4000-8000-00000000c4a6"),
+    "child",
+    steps={
+        "cx": Step("Flaky"),
+        "cy": Step("Ok", run_after={"cx": ["Succeeded"]}),
+    },
+    outputs={"calls": "@steps('cx').output.calls"},
+)
+
+
+FLOWS: dict[str, Case] = {
+    "retry": Case(
         {
             "a": Step("Flaky", retry=RetryPolicy(max_attempts=3)),
             "b": Step("Ok", run_after={"a": ["Succeeded"]}),
-        },
-        (),
+        }
     ),
-    "poll": (
-        {"a": Step("Poll"), "b": Step("Ok", run_after={"a": ["Succeeded"]})},
-        (),
-    ),
-    "fan-in": (
+    "poll": Case({"a": Step("Poll"), "b": Step("Ok", run_after={"a": ["Succeeded"]})}),
+    "fan-in": Case(
         {
             "a": Step("Ok"),
             **{f"b{n}": Step("Ok", run_after={"a": ["Succeeded"]}) for n in range(3)},
             "join": Step("Ok", run_after={f"b{n}": ["Succeeded"] for n in range(3)}),
-        },
-        (),
+        }
     ),
-    "for-each": (
+    "for-each": Case(
         {
             "loop": for_each(
                 "@triggerBody().items",
@@ -310,16 +332,32 @@ FLOWS: dict[str, tuple[dict[str, Step], tuple[str, ...]]] = {
                 concurrency=2,
             ),
             "after": Step("Ok", run_after={"loop": after("Succeeded", "Failed")}),
-        },
-        (),
+        }
     ),
-    "signal": (
+    "signal": Case(
         {
             "a": Step("Ok"),
             "wait": wait_for_signal("go", run_after={"a": ["Succeeded"]}),
             "c": Step("Ok", run_after={"wait": ["Succeeded"]}),
         },
-        ("go",),
+        signals=("go",),
+    ),
+    # The first child fails (its first step fails once), the retry's child succeeds.
+    "child-flow": Case(
+        {
+            "a": Step("Ok"),
+            "kid": child_flow(
+                "child", run_after={"a": ["Succeeded"]}, retry=RetryPolicy(2)
+            ),
+            "c": Step("Ok", run_after={"kid": ["Succeeded"]}),
+        },
+        others=(CHILD,),
+    ),
+    # Three runs of one key, one at a time.
+    "concurrency-key": Case(
+        {"a": Step("Ok"), "b": Step("Ok", run_after={"a": ["Succeeded"]})},
+        concurrency=Concurrency("@triggerBody().key", 1),
+        runs=3,
     ),
 }
 
@@ -327,19 +365,17 @@ FLOWS: dict[str, tuple[dict[str, Step], tuple[str, ...]]] = {
 @pytest.mark.parametrize("lose", [False, True], ids=["redelivered", "lost"])
 @pytest.mark.parametrize("name", list(FLOWS))
 async def test_a_crash_after_any_write_loses_nothing(name: str, *, lose: bool):
-    steps, signals = FLOWS[name]
-    clean = await run_once(steps, signals, at=None)
-    assert all(status.is_final for status in clean.steps.values())
+    case = FLOWS[name]
+    clean = await run_once(case, at=None)
+    assert all(status.is_final for *_, steps in clean.runs for status in steps.values())
 
     problems: list[str] = []
     for at in range(1, clean.writes + 1):
-        crashed = await run_once(steps, signals, at=at, lose=lose)
+        crashed = await run_once(case, at=at, lose=lose)
         if crashed.crash is None:
             continue  # this run took fewer writes (an idempotent one was skipped)
-        if (crashed.status, crashed.steps) != (clean.status, clean.steps):
-            problems.append(
-                f"crash after {crashed.crash}: {crashed.status} {crashed.steps}"
-            )
+        if crashed.runs != clean.runs:
+            problems.append(f"crash after {crashed.crash}: {crashed.runs}")
         for key in clean.calls.keys() | crashed.calls.keys():
             if not clean.calls[key] <= crashed.calls[key] <= clean.calls[key] + 1:
                 problems.append(

@@ -8,11 +8,15 @@ from examples import (
     approval,
     batch,
     branches,
+    customers,
+    declines,
     failures,
     hello,
+    invoices,
     nightly,
     orders,
     polling,
+    timeouts,
 )
 from service.engine.model import Json, RunStatus, StepStatus
 from service.steps.handlers import Handlers
@@ -161,3 +165,68 @@ async def test_nightly_fires_on_its_cron():
     assert len(runs) == 1
     assert runs[0].status is RunStatus.SUCCEEDED
     assert runs[0].trigger_key == "nightly"
+
+
+async def test_timeouts_retries_the_step_that_hung_past_its_timeout():
+    host = host_for(timeouts)
+
+    result = await host.trigger("timeouts")
+
+    [row] = [r for r in host.stores.steps.rows_of(result.run_id) if r.key == "quote"]
+    assert result.status is RunStatus.SUCCEEDED
+    assert [a.error for a in row.attempts] == ["Step timed out after 1 s.", None]
+    assert result.steps["book"].output == {"booked_at": 42.5}
+
+
+@pytest.mark.parametrize(
+    ("card", "charge", "apologise"), [("declined", F, S), ("visa", S, K)], ids=str
+)
+async def test_declines_fails_a_declined_card_at_once(card, charge, apologise):
+    host = host_for(declines)
+
+    result = await host.trigger("declines", body={"card": card, "amount": 10})
+
+    assert result.status is RunStatus.SUCCEEDED
+    assert (result.steps["charge"].status, result.steps["charge"].attempts) == (
+        charge,
+        1,
+    )
+    assert result.steps["apologise"].status is apologise
+
+
+async def test_customer_syncs_run_one_at_a_time_per_customer_in_order():
+    host = host_for(customers)
+    started = [
+        await host.trigger("customer-sync", body={"customer": c}, settle=False)
+        for c in ("ada", "ada", "bob", "ada")
+    ]
+
+    waiting = [r.status for r in started]
+    await host.settle()
+    runs = [await host.stores.runs.get_run(r.run_id) for r in started]
+
+    assert waiting == [
+        RunStatus.RUNNING,
+        RunStatus.QUEUED,
+        RunStatus.RUNNING,
+        RunStatus.QUEUED,
+    ]
+    assert [r.status for r in runs if r] == [RunStatus.SUCCEEDED] * 4
+    assert [(r.concurrency_key, r.admitted) for r in runs if r] == [
+        ("ada", 1),
+        ("ada", 2),
+        ("bob", 1),
+        ("ada", 3),
+    ]
+
+
+async def test_invoicing_waits_for_its_invoice_child_and_sends_its_outputs():
+    host = host_for(invoices)
+
+    result = await host.trigger("invoicing", body={"order": 7, "amount": 10})
+
+    [child] = [r for r in host.stores.runs.all_runs() if r.parent is not None]
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.steps["invoice"].output == {"number": "INV-7", "total": 12.0}
+    assert result.steps["send"].output == {"sent": "INV-7", "total": 12.0}
+    assert (child.flow_name, child.status) == ("invoice", RunStatus.SUCCEEDED)

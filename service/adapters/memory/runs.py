@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from service.adapters.memory.copies import copied
-from service.engine.model import FlowId, RunId, RunStatus, TriggerKey
+from service.engine.model import FlowId, Json, RunId, RunStatus, TriggerKey
 from service.engine.records import TIMED_OUT_REASON, RunRecord
 
 
@@ -40,18 +40,47 @@ class InMemoryRunStore:
         return self._runs.get(run_id)
 
     async def complete_run(
-        self, run_id: RunId, status: RunStatus, *, now: datetime
+        self,
+        run_id: RunId,
+        status: RunStatus,
+        *,
+        now: datetime,
+        outputs: Json = None,
+        recheck_at: datetime | None = None,
     ) -> RunStatus | None:
         run = self._runs.get(run_id)
-        if run is None or run.status is not RunStatus.RUNNING:
+        if run is None or run.status.is_final:
             return None
         final = run.stop_status or status
-        self._runs[run_id] = replace(run, status=final, completed_at=now)
+        self._runs[run_id] = replace(
+            run, status=final, completed_at=now, outputs=copied(outputs)
+        )
+        if recheck_at is not None:
+            self._rechecks[run_id] = recheck_at
         return final
+
+    async def admit_run(
+        self,
+        run_id: RunId,
+        *,
+        ticket: int,
+        admitted: int,
+        now: datetime,
+        recheck_at: datetime,
+    ) -> RunRecord | None:
+        run = self._runs.get(run_id)
+        if run is None or run.status is not RunStatus.QUEUED or run.cancel_requested:
+            return None
+        started = replace(
+            run, status=RunStatus.RUNNING, ticket=ticket, admitted=admitted
+        )
+        self._runs[run_id] = started
+        self._rechecks[run_id] = recheck_at
+        return started
 
     async def reopen_run(self, run_id: RunId) -> bool:
         run = self._runs.get(run_id)
-        if run is None or run.status is RunStatus.RUNNING:
+        if run is None or not run.status.is_final:
             return False
         self._runs[run_id] = replace(run, status=RunStatus.RUNNING, completed_at=None)
         return True

@@ -11,6 +11,7 @@ from service.adapters.memory.flows import InMemoryFlowStore, InMemoryScheduleSto
 from service.adapters.memory.loops import InMemoryLoopStore
 from service.adapters.memory.runs import InMemoryRunStore
 from service.adapters.memory.signals import InMemorySignalStore
+from service.adapters.memory.slots import InMemorySlotStore
 from service.adapters.memory.steps import InMemoryStepStore
 from service.adapters.memory.timers import InMemoryTimerStore
 
@@ -25,6 +26,7 @@ class InMemoryStores:
         self._signals = InMemorySignalStore()
         self._flows = InMemoryFlowStore()
         self._schedules = InMemoryScheduleStore()
+        self._slots = InMemorySlotStore()
 
     @property
     def runs(self) -> InMemoryRunStore:
@@ -58,6 +60,10 @@ class InMemoryStores:
     def schedules(self) -> InMemoryScheduleStore:
         return self._schedules
 
+    @property
+    def slots(self) -> InMemorySlotStore:
+        return self._slots
+
     async def purge(self, *, before: datetime, limit: int) -> int:
         doomed = self._runs.completed_before(before, limit=limit)
         self._runs.forget(doomed)
@@ -65,4 +71,5 @@ class InMemoryStores:
         self._events.forget(doomed)
         self._timers.forget(doomed)
         self._signals.forget(doomed)
+        self._slots.forget_idle(before)
         return len(doomed)

@@ -30,6 +30,7 @@ from service.adapters.mongo.codec import (
     timer_record,
     waiter_record,
 )
+from service.adapters.mongo.lineage import children, queue_place
 from service.adapters.mongo.outage import translates_outages
 from service.engine.model import RunId, RunStatus
 from service.engine.records import Event, RunRecord, StepRecord, Timer, Waiter
@@ -85,6 +86,7 @@ class RunBrowser:
         self._timers = db[TIMERS]
         self._waiters = db[WAITERS]
         self._flows = db[FLOWS]
+        self._db = db
 
     async def page(
         self,
@@ -152,6 +154,14 @@ class RunBrowser:
         """Runs started as reruns of `run_id`, newest first (the first 20)."""
         cursor = self._runs.find({"source_run_id": run_id}).sort(NEWEST)
         return [run_record(doc) async for doc in cursor.limit(DERIVED_SHOWN)]
+
+    async def children(self, run_id: str) -> list[RunRecord]:
+        """The runs its ChildFlow steps started, oldest first (the first 20)."""
+        return await children(self._db, run_id)
+
+    async def queue_place(self, run: RunRecord) -> int | None:
+        """A Queued run's place in its key's queue (1: next to start)."""
+        return await queue_place(self._db, run)
 
     async def rows(
         self, run_id: str, *, scope: str = "", values: bool = True

@@ -27,6 +27,7 @@ from service.adapters.mongo.queries import RunQueries
 from service.adapters.mongo.retention import purge
 from service.adapters.mongo.runs import MongoRunStore
 from service.adapters.mongo.signals import MongoSignalStore
+from service.adapters.mongo.slots import MongoSlotStore
 from service.adapters.mongo.steps import MongoStepStore
 from service.adapters.mongo.timers import MongoTimerStore
 
@@ -100,6 +101,7 @@ class MongoStores:
         self._signals = MongoSignalStore(db)
         self._flows = MongoFlowStore(db)
         self._schedules = MongoScheduleStore(db)
+        self._slots = MongoSlotStore(db)
         self._queries = RunQueries(db)
 
     @property
@@ -137,6 +139,10 @@ class MongoStores:
     @property
     def schedules(self) -> MongoScheduleStore:
         return self._schedules
+
+    @property
+    def slots(self) -> MongoSlotStore:
+        return self._slots
 
     @property
     def queries(self) -> RunQueries:

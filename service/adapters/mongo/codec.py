@@ -31,6 +31,7 @@ from service.engine.records import (
     FlowRecord,
     LoopState,
     NewStep,
+    ParentRef,
     RunRecord,
     Schedule,
     StepRecord,
@@ -50,6 +51,7 @@ TIMERS: Final = "timers"
 WAITERS: Final = "waiters"
 FLOWS: Final = "flows"
 SCHEDULES: Final = "schedules"
+SLOTS: Final = "slots"
 
 
 def row_id(run_id: str, key: str) -> str:
@@ -107,6 +109,17 @@ def run_document(run: RunRecord) -> Document:
         doc["idem"] = run.idempotency_key
     if run.trace_context:
         doc["tc"] = context_document(run.trace_context)
+    return doc | _lineage_document(run)
+
+
+def _lineage_document(run: RunRecord) -> Document:
+    """The fields of a child or a keyed run; absent on every other run."""
+    doc: Document = {}
+    if run.concurrency_key is not None:
+        doc["ckey"] = run.concurrency_key
+    if run.parent is not None:
+        doc["parent"] = {"run_id": run.parent.run_id, "step_key": run.parent.step_key}
+        doc["depth"] = run.depth
     return doc
 
 
@@ -145,7 +158,19 @@ def run_record(doc: Document) -> RunRecord:
         timed_out_at=doc.get("timed_out_at"),
         released=tuple(StepKey(k) for k in doc.get("released") or ()),
         trace_context=context_of(doc),
+        concurrency_key=doc.get("ckey"),
+        ticket=doc.get("ticket"),
+        admitted=doc.get("admitted"),
+        parent=_parent(doc.get("parent")),
+        depth=doc.get("depth", 0),
+        outputs=loads(doc.get("outputs")),
     )
+
+
+def _parent(doc: Document | None) -> ParentRef | None:
+    if doc is None:
+        return None
+    return ParentRef(RunId(doc["run_id"]), StepKey(doc["step_key"]))
 
 
 def step_document(run_id: RunId, new: NewStep, *, at: datetime) -> Document:

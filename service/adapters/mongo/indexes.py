@@ -18,6 +18,7 @@ from service.adapters.mongo.codec import (
     LOOP_ITEMS,
     RUNS,
     SCHEDULES,
+    SLOTS,
     STEPS,
     TIMERS,
     WAITERS,
@@ -78,6 +79,12 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
             name="by_source",
             partialFilterExpression={"source_run_id": {"$type": "string"}},
         ),
+        # Lineage: the children of a run (only child runs have a parent).
+        IndexModel(
+            [("parent.run_id", ASCENDING), ("started_at", ASCENDING)],
+            name="by_parent",
+            partialFilterExpression={"parent": {"$exists": True}},
+        ),
     ],
     STEPS: [
         # scope_steps, count_final, in_flight, retention (its run_id prefix). Not on
@@ -134,6 +141,8 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
     SCHEDULES: [
         IndexModel([("next_fire_at", ASCENDING), ("_id", ASCENDING)], name="due"),
     ],
+    # Retention: the records of keys nobody held or waited for since a while.
+    SLOTS: [IndexModel([("touched_at", ASCENDING)], name="idle")],
 }
 
 

@@ -1,7 +1,8 @@
 """What operators ask of the MongoDB store through `flowctl`; reads only.
 
-Find runs, read one in full (with its flow's manifest, its signal waiters and the runs
-derived from it by `rerun`), count runs by status. Nothing here is part of a port.
+Find runs, read one in full (with its flow's manifest, its signal waiters, the runs
+derived from it by `rerun`, its child runs and, if it waits, its place in its key's
+queue), count runs by status. Nothing here is part of a port.
 """
 
 import re
@@ -25,6 +26,7 @@ from service.adapters.mongo.codec import (
     step_record,
     waiter_record,
 )
+from service.adapters.mongo.lineage import children, queue_place
 from service.adapters.mongo.outage import translates_outages
 from service.engine.manifest import from_manifest
 from service.engine.model import Flow, RunId, RunStatus
@@ -51,6 +53,10 @@ class RunDetail:
     derived: list[RunRecord] = field(default_factory=list)
     """The newest runs started by `rerun` of this one."""
     derived_total: int = 0
+    children: list[RunRecord] = field(default_factory=list)
+    """The runs its ChildFlow steps started (the first 20)."""
+    place: int | None = None
+    """A Queued run's place in its key's queue (1: next to start)."""
 
 
 @translates_outages
@@ -61,6 +67,7 @@ class RunQueries:
         self._events = db[EVENTS]
         self._flows = db[FLOWS]
         self._waiters = db[WAITERS]
+        self._db = db
 
     async def find_runs(
         self,
@@ -132,6 +139,8 @@ class RunQueries:
                 .limit(DERIVED_SHOWN)
             ],
             derived_total=await self._runs.count_documents({"source_run_id": derived}),
+            children=await children(self._db, run_id),
+            place=await queue_place(self._db, run),
         )
 
     async def _flow(self, flow_id: str) -> Flow | None:

@@ -3,14 +3,15 @@
 Documents (JSON values are JSON text, instants BSON dates; see `codec.py`): `runs {_id:
 run id, flow_id, flow_name, trigger_key, job_id, status, body, headers, started_at,
 completed_at, source_run_id, idem?, deadline_at, cancel: {requested, reason, at},
-timed_out_at, released, recheck_at?, purging?}`. `idem` (the normalised idempotency
-key) is absent when there is none, and a UNIQUE PARTIAL index on (flow_id,
-trigger_key, idem) covers the documents that have it: registering the key and creating
-the run are one insert, so no key ever points at no run. The insert also records the
-entry steps the start released, so starting a run is that one write; the reconciler
-checks them at `recheck_at`. The control flags live on the run, so cancel, timeout,
-complete and reopen are each one guarded update; a completion reads the flags in the
-same write, so a stop recorded before it always wins.
+timed_out_at, released, recheck_at?, purging?, ckey?, ticket?, admitted?, parent?:
+{run_id, step_key}, depth?, outputs?}` (a keyed run has `ckey`, a child `parent`).
+`idem` (the normalised idempotency key) is absent when there is none, and a UNIQUE
+PARTIAL index on (flow_id, trigger_key, idem) covers the documents that have it:
+registering the key and creating the run are one insert, so no key ever points at no
+run. The insert also records the entry steps the start released, so starting a run is
+that one write; the reconciler checks them at `recheck_at`. The control flags live on
+the run, so cancel, timeout, complete and reopen are each one guarded update; a
+completion reads the flags in the same write, so a stop recorded before it always wins.
 
 No transaction is used anywhere. The only multi-document writes are idempotent and
 ordered so that a crash half-way is finished by the next call: start_loop (items, then
@@ -25,12 +26,20 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from service.adapters.mongo.codec import RUNS, Document, run_document, run_record
+from service.adapters.mongo.codec import (
+    RUNS,
+    Document,
+    dumps,
+    run_document,
+    run_record,
+)
 from service.adapters.mongo.collection import Collection
-from service.engine.model import RunId, RunStatus
+from service.engine.model import ACTIVE_RUN_STATUSES, Json, RunId, RunStatus
 from service.engine.records import TIMED_OUT_REASON, RunRecord
 
 _RUNNING = str(RunStatus.RUNNING)
+_QUEUED = str(RunStatus.QUEUED)
+_ACTIVE = [str(status) for status in ACTIVE_RUN_STATUSES]
 
 
 class MongoRunStore:
@@ -73,7 +82,13 @@ class MongoRunStore:
         return None if found is None else run_record(found)
 
     async def complete_run(
-        self, run_id: RunId, status: RunStatus, *, now: datetime
+        self,
+        run_id: RunId,
+        status: RunStatus,
+        *,
+        now: datetime,
+        outputs: Json = None,
+        recheck_at: datetime | None = None,
     ) -> RunStatus | None:
         # One pipeline: the stop on the run, read in the same write, wins.
         final = {
@@ -89,17 +104,44 @@ class MongoRunStore:
                 },
             ]
         }
+        fields: Document = {"status": final, "completed_at": now}
+        if outputs is not None:
+            fields["outputs"] = {"$literal": dumps(outputs)}
+        if recheck_at is not None:
+            fields["recheck_at"] = recheck_at
         done = await self._runs.find_one_and_update(
-            {"_id": run_id, "status": _RUNNING},
-            [{"$set": {"status": final, "completed_at": now}}],
+            {"_id": run_id, "status": {"$in": _ACTIVE}},
+            [{"$set": fields}],
             projection={"status": 1},
         )
         return None if done is None else RunStatus(done["status"])
 
+    async def admit_run(
+        self,
+        run_id: RunId,
+        *,
+        ticket: int,
+        admitted: int,
+        now: datetime,
+        recheck_at: datetime,
+    ) -> RunRecord | None:
+        started = await self._runs.find_one_and_update(
+            {"_id": run_id, "status": _QUEUED, "cancel.requested": {"$ne": True}},
+            {
+                "$set": {
+                    "status": _RUNNING,
+                    "ticket": ticket,
+                    "admitted": admitted,
+                    "recheck_at": recheck_at,
+                }
+            },
+        )
+        return None if started is None else run_record(started)
+
     async def reopen_run(self, run_id: RunId) -> bool:
         # Not while retention is deleting the run's rows (see retention.py).
         result = await self._runs.update_one(
-            {"_id": run_id, "status": {"$ne": _RUNNING}, "purging": {"$ne": True}},
+            {"_id": run_id, "status": {"$nin": _ACTIVE}, "purging": {"$ne": True}},
             {"$set": {"status": _RUNNING, "completed_at": None}},
         )
         return result.matched_count == 1
