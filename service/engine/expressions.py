@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TypeAlias, assert_never
 
 from service.engine import headers as trigger_headers
-from service.engine import when
+from service.engine import when, when_evaluation
 from service.engine.model import Json
 from service.engine.when import WhenNode
 from service.errors import ExpressionError
@@ -159,13 +159,13 @@ def evaluate_when(text: str, facts: Facts) -> WhenResult:
     """Evaluate a When clause; never raises: an error is False, its message traced."""
     try:
         node = parse_when(text)
-        result, seen = when.evaluate(
+        result, seen = when_evaluation.evaluate(
             node, lambda lhs: _lookup(_lhs_ref(lhs), facts, lhs)
         )
     except ExpressionError as exc:
         trace: dict[str, Json] = {"expression": text, "resolved": str(exc)}
         return WhenResult(result=False, trace={**trace, "result": False})
-    resolved = when.rewrite(text, node, seen)
+    resolved = when_evaluation.rewrite(text, node, seen)
     trace = {"expression": text, "resolved": resolved, "result": result}
     return WhenResult(result=result, trace=trace)
 
