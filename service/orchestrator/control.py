@@ -288,27 +288,28 @@ async def signal(rt: Runtime, run_id: RunId, name: str, payload: Json) -> Contro
     delivery = await rt.stores.signals.deliver(
         run_id, name.strip(), payload, now=rt.clock.now()
     )
-    match delivery.status:
-        case DeliveryStatus.NOT_FOUND:
-            return ControlResult(
-                "not_found",
-                f"No waiter registered for signal '{name}' on this run.",
-                run_id,
-            )
-        case DeliveryStatus.ALREADY_DELIVERED:
-            return ControlResult(
-                "duplicate",
-                f"Signal '{name}' was delivered already.",
-                run_id,
-                delivery.step_key,
-            )
+    if delivery.status is DeliveryStatus.NOT_FOUND:
+        return ControlResult(
+            "not_found",
+            f"No waiter registered for signal '{name}' on this run.",
+            run_id,
+        )
     if delivery.step_key is not None:
+        # Also for a signal delivered before: its first delivery may have died
+        # between recording the signal and waking the step (a wake is guarded).
         row = (await rt.stores.steps.steps(run_id, [delivery.step_key])).get(
             delivery.step_key
         )
         with rt.tracer.resumed("signal", run.trace_context):
             ctx = _context(rt, flow, run)
             await drive(rt, ctx, Round(signal_wait.delivered(row)))
+    if delivery.status is DeliveryStatus.ALREADY_DELIVERED:
+        return ControlResult(
+            "duplicate",
+            f"Signal '{name}' was delivered already.",
+            run_id,
+            delivery.step_key,
+        )
     log.info("signal_delivered", run_id=run_id, step_key=delivery.step_key, signal=name)
     return ControlResult(
         "delivered", f"Signal '{name}' delivered.", run_id, delivery.step_key

@@ -350,6 +350,27 @@ async def test_a_signal_delivered_before_the_step_parks_is_not_lost():
     assert result.steps["w"].output == {"ok": 1}
 
 
+async def test_a_signal_sent_again_wakes_the_step_its_first_delivery_did_not():
+    """The first delivery died between recording the signal and waking the step."""
+    steps = {
+        "w": wait_for_signal("go"),
+        "b": Step("Ok", run_after={"w": ["Succeeded"]}),
+    }
+    host, _ = make_host(steps)
+    parked = await host.trigger("t")
+    await host.stores.signals.deliver(
+        parked.run_id, "go", {"ok": 1}, now=host.clock.now()
+    )
+
+    answer = await host.signal(parked.run_id, "go", {"ok": 2})
+    result = await host.result(parked.run_id)
+
+    assert parked.status is RunStatus.RUNNING
+    assert answer.status == "duplicate"
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.steps["w"].output == {"ok": 1}
+
+
 async def test_a_signal_to_a_finished_run_is_refused():
     host, _ = make_host({"a": Step("Ok")})
     done = await host.trigger("t")
