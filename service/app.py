@@ -223,6 +223,7 @@ def _options(settings: Settings) -> Options:
     return Options(
         lease=settings.step_lease,
         heartbeat=settings.step_heartbeat,
+        ack_after=settings.step_ack_after,
         reconcile_after=settings.reconcile_after,
         default_run_timeout=settings.default_run_timeout,
         step_timeout=settings.step_timeout,

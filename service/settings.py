@@ -167,6 +167,15 @@ class Settings(BaseSettings):
         timedelta(seconds=10),
         description="How often a running step renews its lease.",
     )
+    step_ack_after: Seconds = Field(
+        timedelta(minutes=10),
+        description=(
+            "A step still running after this long has its `run_step` delivery "
+            "acknowledged at its next heartbeat (its row and lease carry it from "
+            "there); keep it below the broker's consumer_timeout (30 min by default) "
+            "minus one heartbeat."
+        ),
+    )
     step_timeout: OptionalSeconds = Field(
         None,
         description=(
@@ -298,6 +307,8 @@ class Settings(BaseSettings):
             raise ValueError("retention_interval must be positive")
         if not timedelta(0) < self.step_heartbeat < self.step_lease:
             raise ValueError("step_heartbeat must be positive and below step_lease")
+        if self.step_ack_after <= timedelta(0):
+            raise ValueError("step_ack_after must be positive")
         if self.step_timeout is not None and self.step_timeout <= timedelta(0):
             raise ValueError("step_timeout must be positive (or empty: no timeout)")
         if self.step_timeout_grace < timedelta(0):

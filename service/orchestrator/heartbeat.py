@@ -4,9 +4,16 @@ The beating starts after one heartbeat period, so the many steps that are over b
 then pay for a timer handle, not a task. Each beat renews the lease; the renewal says
 whether the run's stop has marked the row, and the run's deadline is known, so the
 handler's `cancelled` event is set within a beat of a cancel or a timeout.
+
+A step that runs longer than `ack_after` lets its delivery go (`let_go`) after the
+next renewal, a majority write that also makes its claim durable: the broker's
+consumer_timeout never closes the channel under a long handler, and from then on the
+row carries the step. A worker that dies later leaves a lease that ends, and the
+reconciler publishes the step again; a result saved later is rechecked by it too.
 """
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import structlog
@@ -20,10 +27,19 @@ log = structlog.get_logger()
 
 
 class Heartbeat:
-    def __init__(self, rt: Runtime, row: StepRecord, run: RunFacts) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        row: StepRecord,
+        run: RunFacts,
+        *,
+        let_go: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._rt = rt
         self._row = row
         self._run = run
+        self._let_go = let_go
+        self._began = rt.clock.now()
         self._done = asyncio.Event()
         self.cancelled = asyncio.Event()
         """Set when the run is cancelled or times out while the step runs."""
@@ -71,7 +87,19 @@ class Heartbeat:
                 deadline = self._run.deadline_at
                 if renewal.stop is not None or (deadline and now >= deadline):
                     self.cancelled.set()
+                if renewal.held and now - self._began >= rt.options.ack_after:
+                    await self._release()
             try:
                 await asyncio.wait_for(self._done.wait(), timeout=every)
             except TimeoutError:
                 continue
+
+    async def _release(self) -> None:
+        """Let the delivery go, once: the durable row and its lease carry the step."""
+        if self._let_go is None:
+            return
+        let_go, self._let_go = self._let_go, None
+        log.info(
+            "step_delivery_released", after_s=self._rt.options.ack_after.total_seconds()
+        )
+        await let_go()

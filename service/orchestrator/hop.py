@@ -69,7 +69,7 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
     with structlog.contextvars.bound_contextvars(
         run_id=row.run_id, flow_id=flow.id, step_key=row.key, attempt=row.attempt
     ):
-        async with Heartbeat(rt, row, facts) as cancelled:
+        async with Heartbeat(rt, row, facts, let_go=request.let_go) as cancelled:
             begun = continuation.begin(ctx, row, _facts(flow, facts, row, reads))
             if isinstance(begun, Invoke):
                 result = await _invoke(rt, facts, row, begun, cancelled=cancelled)

@@ -3,7 +3,7 @@
 Also the request and answer types the runtime adapters pass in and get back.
 """
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -24,6 +24,9 @@ class Options:
     lease: timedelta = timedelta(seconds=30)
     """How long a claim holds without a heartbeat before another worker may take it."""
     heartbeat: timedelta = timedelta(seconds=10)
+    ack_after: timedelta = timedelta(minutes=10)
+    """A step running this long has its delivery acknowledged at its next heartbeat
+    (`StepRequest.let_go`): the broker's consumer_timeout never ends its channel."""
     max_output_bytes: int = 1_000_000
     reconcile_after: timedelta = timedelta(seconds=30)
     """Age after which a dispatched, never-claimed step is published again."""
@@ -147,6 +150,9 @@ class StepRequest:
     job_id: JobId
     redelivered: bool = False
     """The broker delivered this message before: the last holder may have died."""
+    let_go: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
+    """Acknowledges the delivery before the step ends (a long step, `ack_after`);
+    from then on the step's row and lease carry it. Safe to call more than once."""
 
 
 ControlStatus = Literal[

@@ -2,6 +2,7 @@
 
 `steady`: three steps in a line, each about 50 ms of (asynchronous) work, so a load of
 a few hundred runs keeps a worker busy for seconds: long enough to kill it mid-way.
+`slow`: one step that sleeps the trigger body's `seconds`, deaf to `ctx.cancelled`.
 """
 
 import asyncio
@@ -42,4 +43,17 @@ steady = Flow(
         ),
     },
 )
-flows = [steady]
+
+
+@handlers.handler("Nap")
+async def nap(ctx: StepContext, inputs: dict[str, object]) -> dict[str, object]:
+    await asyncio.sleep(float(str(inputs.get("seconds") or 0)))
+    return {"slept": inputs.get("seconds"), "attempt": ctx.attempt}
+
+
+slow = Flow(
+    id=FlowId("5e0c7c1e-4d1a-4f51-9a53-3c6f0d9a0e02"),
+    name="slow",
+    steps={"nap": Step("Nap", inputs={"seconds": "@triggerBody()?.seconds"})},
+)
+flows = [steady, slow]

@@ -60,6 +60,12 @@ def test_a_heartbeat_slower_than_the_lease_is_refused():
         Settings(step_heartbeat=timedelta(seconds=30), step_lease=timedelta(seconds=10))
 
 
+@pytest.mark.parametrize("seconds", [0, -1])
+def test_an_early_ack_that_is_not_after_a_positive_time_is_refused(seconds):
+    with pytest.raises(ValidationError, match="step_ack_after"):
+        Settings(step_ack_after=timedelta(seconds=seconds))
+
+
 def test_the_settings_table_has_every_variable_and_masks_passwords():
     table = settings_table()
 

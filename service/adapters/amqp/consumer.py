@@ -36,6 +36,7 @@ from service.adapters.amqp.outcomes import (
     kind_label,
 )
 from service.adapters.amqp.retries import DEFAULT_BACKOFF, Backoff, Retrier
+from service.adapters.amqp.settlement import Settlement
 from service.adapters.amqp.spans import MessageSpans
 from service.adapters.amqp.topology import Topology, declare
 from service.orchestrator.api import Orchestrator
@@ -200,12 +201,12 @@ class Consumer:
     async def _deliver(
         self, message: AbstractIncomingMessage, *, unroutable: bool
     ) -> None:
-        """Handle one delivery, then settle it exactly once (the one settle point)."""
+        """Handle one delivery, then settle it exactly once (`Settlement`)."""
         kind = kind_label(message_kind(message))
         started = time.monotonic()
         outcome: Outcome = Outcome.REQUEUED
         reason: str | None = None
-        handle = self._handling.unroutable if unroutable else self._handling.process
+        settlement = Settlement(message)
         with (
             bound_contextvars(
                 message_id=_shown(message.message_id), type=_shown(message.type)
@@ -215,7 +216,13 @@ class Consumer:
             try:
                 async with self._gate(kind), self._slots:
                     if not self._stop.is_set():
-                        outcome, reason = await handle(message, kind)
+                        outcome, reason = await (
+                            self._handling.unroutable(message, kind)
+                            if unroutable
+                            else self._handling.process(
+                                message, kind, let_go=settlement.let_go
+                            )
+                        )
             except Exception:
                 # Whatever escapes here would end the consumer's TaskGroup, and with
                 # it the worker: the broker dead-letters the message instead.
@@ -223,7 +230,7 @@ class Consumer:
                 outcome, reason = Outcome.REJECTED, CRASHED
             finally:
                 # Also on cancellation (grace over): the delivery is given back.
-                outcome = await self._settle(message, outcome)
+                outcome = await settlement.settle(outcome)
                 self.observer.settled(
                     Settled(kind, outcome, reason, time.monotonic() - started)
                 )
@@ -235,23 +242,6 @@ class Consumer:
         if self._spans is None:
             return contextlib.nullcontext()
         return self._spans.delivery(message)
-
-    async def _settle(
-        self, message: AbstractIncomingMessage, outcome: Outcome
-    ) -> Outcome:
-        try:
-            if outcome is Outcome.REQUEUED:
-                await message.nack(requeue=True)
-                log.info("message_requeued")
-            elif outcome is Outcome.REJECTED:
-                await message.reject(requeue=False)
-            elif outcome is not Outcome.LOST:
-                await message.ack()
-        except CONNECTION_EXCEPTIONS:
-            outcome = Outcome.LOST
-        if outcome is Outcome.LOST:
-            log.warning("delivery_lost", detail="channel closed; the broker redelivers")
-        return outcome
 
 
 def _shown(text: str | None) -> str | None:

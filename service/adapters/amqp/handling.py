@@ -26,7 +26,13 @@ from service.adapters.amqp.dispatcher import (
     publish_json,
     publish_message,
 )
-from service.adapters.amqp.inbound import Delivery, call, context_of, delivery_of
+from service.adapters.amqp.inbound import (
+    Delivery,
+    LetGo,
+    call,
+    context_of,
+    delivery_of,
+)
 from service.adapters.amqp.letters import FRAME_MAX, copy_of, dead_letter
 from service.adapters.amqp.outcomes import Observer, Outcome, kind_label
 from service.adapters.amqp.retries import Retrier
@@ -81,8 +87,14 @@ class Handling:
         self._max_body_bytes = max_body_bytes
         self._confirm_within = confirm_within
 
-    async def process(self, message: AbstractIncomingMessage, kind: str) -> Result:
-        """A delivery from a work queue."""
+    async def process(
+        self,
+        message: AbstractIncomingMessage,
+        kind: str,
+        *,
+        let_go: LetGo | None = None,
+    ) -> Result:
+        """A delivery from a work queue; `let_go` acknowledges it early (long steps)."""
         try:
             body = self._parse(message)
             at = delivery_of(
@@ -92,6 +104,7 @@ class Handling:
                 headers=message.headers,
                 raw=message.body,
                 redelivered=message.redelivered,
+                let_go=let_go,
             )
         except ContractError as exc:
             return await self._reject(message, exc.reason, exc.detail, "invalid")

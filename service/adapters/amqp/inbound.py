@@ -1,10 +1,10 @@
 """Inbound messages to orchestrator calls, and each call's answer as a `Reply`.
 
-Wire models come in, engine types go out. Knows nothing of deliveries, acks or
-channels: the consumer owns those.
+Wire models come in, engine types go out. Knows nothing of acks or channels: the
+consumer owns those (a long step's early ack passes through as an opaque `let_go`).
 """
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final, assert_never
 
@@ -37,6 +37,8 @@ from service.orchestrator.runtime import (
     TriggerResult,
 )
 
+LetGo = Callable[[], Awaitable[None]]
+"""Acknowledges a delivery before its handling ends."""
 RunControl = RetryStepMessage | CancelRunMessage | SignalMessage
 FlowControl = (
     EnableFlowMessage
@@ -74,6 +76,8 @@ class Delivery:
     """A trigger's AMQP idempotency header, as text."""
     redelivered: bool
     """Delivered before (the redelivered flag, or a quorum queue's x-delivery-count)."""
+    let_go: LetGo | None = None
+    """Acknowledges the delivery before its handling ends (a long step's)."""
 
     def again(self) -> "Delivery":
         """This delivery handled once more (a retry after a transient failure)."""
@@ -88,6 +92,7 @@ def delivery_of(
     headers: HeadersType | None,
     raw: bytes,
     redelivered: bool | None,
+    let_go: LetGo | None = None,
 ) -> Delivery:
     """The facts of the delivery that carried `body`, a message of `kind`.
 
@@ -102,7 +107,7 @@ def delivery_of(
     count = (headers or {}).get("x-delivery-count")
     again = bool(redelivered) or (isinstance(count, int) and count > 0)
     job_id = JobId(message_id or body_id(raw))
-    return Delivery(kind, job_id, texts(headers), key, again)
+    return Delivery(kind, job_id, texts(headers), key, again, let_go)
 
 
 def _check_anonymous(body: Inbound, kind: str, key: str | None) -> None:
@@ -142,6 +147,7 @@ async def call(orchestrator: Orchestrator, body: Inbound, at: Delivery) -> Reply
                 StepKey(body.step_key),
                 job_id=at.job_id,
                 redelivered=at.redelivered,
+                let_go=at.let_go,
             )
             await orchestrator.run_step(request)
             return None

@@ -22,6 +22,8 @@ class Outcome(StrEnum):
     """Given back at shutdown, unfinished."""
     LOST = "lost"
     """Its channel closed before it was settled: the broker delivers it again."""
+    RELEASED = "released"
+    """A long step's, acknowledged while its handler ran: its row and lease carry it."""
     REJECTED = "rejected"
     """Not dead-lettered by us (the letter could not be built or published): rejected,
     so the broker dead-letters it, with `x-first-death-reason: rejected`."""
