@@ -2,11 +2,13 @@
 
 A MongoDB or broker outage is retried while the delivery stays unacked, so it neither
 spins nor counts against the queue's delivery limit; shutdown or a closed channel ends
-the retries with the outcome that gives the delivery back.
+the retries with the outcome that gives the delivery back. The loop is tenacity's; the
+backoff (exponential, capped, jittered down to half of it) and the two ends are ours.
 """
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from structlog.typing import FilteringBoundLogger
+from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception
 
 from service.adapters.amqp.outcomes import Observer, Outcome
 from service.errors import FlowError
@@ -68,26 +71,46 @@ class Retrier:
         Raises:
             FlowError: a non-retryable one, and any other exception, at once.
         """
-        tries = 0
-        while True:
-            try:
-                return await attempt(tries)
-            except FlowError as exc:
-                if not exc.retryable:
-                    raise
-                tries += 1
-                delay = self.deferred(kind, str(exc), tries)
-            if not alive(message):
-                return Outcome.LOST
-            if await self.stopped_within(delay):
-                return Outcome.REQUEUED
+        tries = itertools.count()
+
+        async def once() -> T:  # a coroutine function: tenacity awaits only those
+            return await attempt(next(tries))
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_transient),
+            stop=lambda _: not alive(message),
+            wait=lambda state: self._delay(state.attempt_number),
+            sleep=self._sleep,
+            before_sleep=lambda state: self._report(kind, state),
+        )
+        try:
+            return await retrying(once)
+        except RetryError:
+            return Outcome.LOST
+        except _ShutdownError:
+            return Outcome.REQUEUED
 
     def deferred(self, kind: str, error: str, tries: int) -> float:
         """Report retry `tries` of a delivery of `kind`; the seconds to wait first."""
-        delay = self.backoff.delay(tries, jitter=self._random.uniform(0.5, 1))
+        delay = self._delay(tries)
+        self._deferred(kind, error, tries, delay)
+        return delay
+
+    def _delay(self, tries: int) -> float:
+        return self.backoff.delay(tries, jitter=self._random.uniform(0.5, 1))
+
+    def _report(self, kind: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self._deferred(kind, str(error), state.attempt_number, delay)
+
+    def _deferred(self, kind: str, error: str, tries: int, delay: float) -> None:
         log.warning("message_deferred", error=error, tries=tries, delay_s=delay)
         self.observer.deferred(kind)
-        return delay
+
+    async def _sleep(self, seconds: float) -> None:
+        if await self.stopped_within(seconds):
+            raise _ShutdownError
 
     async def stopped_within(self, seconds: float) -> bool:
         """Wait up to `seconds` for `stop`; whether it is set."""
@@ -95,6 +118,14 @@ class Retrier:
             async with asyncio.timeout(seconds):
                 await self.stop.wait()
         return self.stop.is_set()
+
+
+class _ShutdownError(Exception):
+    """Shutdown began during a backoff: the delivery is given back."""
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, FlowError) and error.retryable
 
 
 def alive(message: AbstractIncomingMessage) -> bool:
