@@ -123,7 +123,9 @@ def _cascade(
     while candidates:
         open_ = {c for c in candidates if c not in known}
         decidable = {
-            c for c in open_ if _decidable(scope, c, known, state, counts, work)
+            c
+            for c in open_
+            if _decidable(scope, c, known, settled, state, counts, work)
         }
         newly: list[str] = []
         for key in sorted(decidable, key=list(scope.steps).index):
@@ -158,6 +160,7 @@ def _decidable(
     scope: Scope,
     key: str,
     known: Mapping[str, StepRecord],
+    settled: set[str],
     state: ContinueScope,
     counts: Mapping[str, int],
     work: _Work,
@@ -165,10 +168,16 @@ def _decidable(
     """Whether `key`'s fate can be told now; if not, note what would tell it."""
     step = scope.steps[key]
     deps = [d for d in step.conditions if d != ENTRY_MARKER]
+    if _refused(step.conditions, known):
+        if key in state.seen or not set(deps) - settled:
+            return True  # blocked, whatever the others do
+        # A dependency that ended before this continuation may have refused it
+        # already: then it was skipped, and its dependents may have run since.
+        # Its own row tells; if it has one, nothing follows from it again.
+        work.rows_needed.add(key)
+        return False
     unseen = {d for d in deps if d not in state.seen and d not in known}
     if len(deps) > WIDE and unseen:
-        if _refused(step.conditions, known):
-            return True  # blocked, whatever the others do
         if key in counts:
             final = sum(1 for d in deps if d in known and known[d].status.is_final)
             if final + counts[key] < len(deps):

@@ -93,6 +93,32 @@ def test_the_skip_cascade_is_complete_and_releases_what_accepts_a_skip():
     assert [e.step_key for e in events.events] == ["b", "c"]
 
 
+def test_a_step_refused_by_an_earlier_branch_is_not_decided_again():
+    """`b` was skipped when `a` succeeded (it runs after `a` failed), and `c` has run
+    since; `x` ending later must not release `c` again, and may end the run."""
+    steps = {
+        "a": Step("Work"),
+        "x": Step("Work"),
+        "b": Step("Work", run_after={"a": ["Failed"], "x": []}),
+        "c": Step("Work", run_after={"b": []}),
+    }
+    ctx = context(steps)
+    done = attempt.finished(ctx, row("x"), Outcome(StepStatus.SUCCEEDED))
+    [deps] = done.follow
+    asked = continuation.resume(
+        ctx, deps.resume, Loaded(rows={StepKey("a"): row("a", StepStatus.SUCCEEDED)})
+    )
+    [own] = asked.follow
+    skipped = row("b", StepStatus.SKIPPED)
+    resumed = continuation.resume(ctx, own.resume, Loaded(rows={StepKey("b"): skipped}))
+
+    assert deps.load.rows == {"a"}
+    assert own.load.rows == {"b"}
+    assert resumed.decision.is_empty
+    [end] = resumed.follow
+    assert end.resume == EndScope("")
+
+
 def test_a_false_when_skips_with_its_trace():
     steps = {
         "a": Step("Work"),

@@ -17,7 +17,7 @@ from service.engine import cascade, continuation, planner
 from service.engine.decision import CompleteRun, Decision, InsertSteps
 from service.engine.model import Flow, RunStatus, StepStatus
 from service.engine.records import StepRecord
-from service.engine.rounds import ContinueScope, EndScope, Loaded
+from service.engine.rounds import ContinueScope, EndScope, Load, Loaded, Round
 from tests.strategies import flows
 from tests.unit.engine_cases import context, row, writes
 
@@ -89,6 +89,83 @@ def test_the_engines_cascade_agrees_with_the_planner(flow: Flow, seed: int):
     assert writes(end.decision, CompleteRun) == [
         CompleteRun(planner.run_status(flow.steps, final))
     ]
+
+
+class Shell:
+    """The orchestrator's part, by plain calls: rows inserted if absent, loads answered
+    as the store would."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.ctx = context(flow.steps)
+        self.rows: dict[str, StepRecord] = {}
+
+    def answer(self, load: Load) -> Loaded:
+        rows = self.rows
+        final = {k for k, r in rows.items() if r.status.is_final}
+        return Loaded(
+            rows={k: rows[k] for k in load.rows if k in rows},
+            scope_rows=tuple(rows.values()) if load.scope is not None else (),
+            counts=tuple(len(keys & final) for keys in load.counts),
+            scope_final=len(final) if load.count_scope is not None else 0,
+        )
+
+    def drive(self, first: Round) -> tuple[set[str], set[str], list[CompleteRun]]:
+        """Every round that follows `first`: (released, skipped, run completions)."""
+        released: set[str] = set()
+        skipped: set[str] = set()
+        completed: list[CompleteRun] = []
+        rounds = [first]
+        while rounds:
+            done = rounds.pop()
+            for key, status in decided_rows(done.decision).items():
+                if key not in self.rows:  # inserted if absent
+                    self.rows[key] = row(key, status)
+                    if status is StepStatus.SKIPPED:
+                        skipped.add(key)
+            released |= {str(r.key) for r in done.decision.releases}
+            completed += writes(done.decision, CompleteRun)
+            rounds += [
+                continuation.resume(self.ctx, then.resume, self.answer(then.load))
+                for then in done.follow
+            ]
+        for key in released:
+            self.rows.setdefault(key, row(key))
+        return released, skipped, completed
+
+
+@settings(
+    max_examples=600,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(flow=flows(max_steps=7, max_depth=0, whens=False), seed=st.integers(0, 2**32))
+def test_the_engine_asking_only_for_what_it_needs_agrees_with_the_planner(
+    flow: Flow, seed: int
+):
+    """As the shell runs it: the engine knows the row that ended, and asks for more."""
+    draw = random.Random(seed)
+    shell = Shell(flow)
+    running, _, _ = shell.drive(cascade.start(shell.ctx, ""))
+    while running:
+        key = draw.choice(sorted(running))
+        running.discard(key)
+        ended = shell.rows[key] = replace(shell.rows[key], status=draw.choice(OUTCOMES))
+        statuses = {k: r.status for k, r in shell.rows.items() if r.status.is_final}
+        state = ContinueScope("", frozenset({key}), {key: ended})
+
+        released, skipped, completed = shell.drive(
+            cascade.resume(shell.ctx, state, None)
+        )
+
+        ready, never = expectation(flow, statuses)
+        assert released == ready - running - statuses.keys(), key
+        assert skipped == never - statuses.keys(), key
+        running |= released
+        final = {k: r.status for k, r in shell.rows.items()}
+        if running or set(final) != set(flow.steps):
+            assert completed == [], key
+        else:
+            assert completed == [CompleteRun(planner.run_status(flow.steps, final))]
 
 
 @given(
