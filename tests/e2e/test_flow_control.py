@@ -88,6 +88,11 @@ async def test_a_worker_dying_in_a_step_never_gives_it_a_new_timeout(
         return rows[0] if rows else None
 
     row = await eventually(running, within=30, what="the step runs")
+    await eventually(
+        lambda: _async(logged([first], "hang_called")),
+        within=30,
+        what="the handler was called",
+    )  # claimed is not yet called: killed in between, there is no attempt to count
     first.send(signal.SIGKILL)
     await first.exited(within=10)
     # Nothing runs the step until its timeout (counted from the attempt that died)
