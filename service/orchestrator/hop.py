@@ -122,6 +122,7 @@ async def _claim(
         now=rt.clock.now(),
         lease=rt.options.lease,
         take_over=request.redelivered,
+        dispatch_id=request.dispatch_id,
         new=new,
     )
     if not refs:

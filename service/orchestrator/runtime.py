@@ -150,6 +150,10 @@ class StepRequest:
     job_id: JobId
     redelivered: bool = False
     """The broker delivered this message before: the last holder may have died."""
+    dispatch_id: str = ""
+    """Which copy of the message this is (its `x-dispatch-id` header): a repair may
+    publish a dispatch again, under the same job id; only a redelivery of the copy
+    that holds the claim takes it over."""
     let_go: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
     """Acknowledges the delivery before the step ends (a long step, `ack_after`);
     from then on the step's row and lease carry it. Safe to call more than once."""

@@ -45,14 +45,18 @@ class StepStore(Protocol):
         now: datetime,
         lease: timedelta,
         take_over: bool = False,
+        dispatch_id: str = "",
         new: NewStep | None = None,
     ) -> Claim:
         """Claim a Queued step, or a Running one whose lease expired, for `job_id`.
 
         With `new`, a step that has no row yet gets one, from `new`, claimed. With
-        `take_over`, a Running step whose owner is `job_id` itself is claimed too: the
-        broker redelivered the message that claimed it, so the earlier delivery can no
-        longer be acknowledged. A row marked stopped is never claimed. On a win the
+        `take_over`, a Running step claimed by `job_id` through the same `dispatch_id`
+        is claimed too: the broker redelivered the very copy of the message that
+        claimed it, so the earlier delivery can no longer be acknowledged. (Another
+        copy of the same dispatch, published again by a repair, has the same job id
+        but another dispatch id: it waits for the lease, as a stranger does.) A row
+        marked stopped is never claimed. On a win the
         step is Running with attempt + 1, a new attempt entry, `job_id` as owner and
         `lease_until = now + lease`: Claim(step after the claim, True). Otherwise
         Claim(the step as it is, False), or Claim(None, False) when there is no row.

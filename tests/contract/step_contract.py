@@ -185,6 +185,40 @@ class StepRowContract:
         assert own.step is not None
         assert (own.step.attempt, own.step.job_id) == (2, JOB)
 
+    async def test_only_the_copy_that_claimed_takes_its_live_claim_over(
+        self, stores: Stores, clock: FrozenClock
+    ):
+        run_id = await a_run_with(stores, clock)
+        first = await stores.steps.claim(
+            run_id, FETCH, job_id=JOB, now=clock.now(), lease=LEASE, dispatch_id="c1"
+        )
+
+        # A repair published the dispatch again: same job id, another copy.
+        other_copy = await stores.steps.claim(
+            run_id,
+            FETCH,
+            job_id=JOB,
+            now=clock.now(),
+            lease=LEASE,
+            take_over=True,
+            dispatch_id="c2",
+        )
+        same_copy = await stores.steps.claim(
+            run_id,
+            FETCH,
+            job_id=JOB,
+            now=clock.now(),
+            lease=LEASE,
+            take_over=True,
+            dispatch_id="c1",
+        )
+
+        assert first.won
+        assert (other_copy.step, other_copy.won) == (first.step, False)
+        assert same_copy.won
+        assert same_copy.step is not None
+        assert same_copy.step.attempt == 2
+
     async def test_without_take_over_its_own_live_claim_is_not_claimed(
         self, stores: Stores, clock: FrozenClock
     ):

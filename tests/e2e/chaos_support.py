@@ -534,6 +534,7 @@ class Findings:
 
     problems: list[str] = field(default_factory=list)
     figures: dict[str, int] = field(default_factory=dict)
+    abandoned: list[str] = field(default_factory=list)  # attempts left open
 
     def check(self, ok: bool, problem: str) -> None:
         if not ok:
@@ -602,6 +603,15 @@ async def verify(deployment: Deployment, load: Load) -> Findings:
     found.check(dead == 0, f"{dead} messages in the dead-letter queue")
 
     attempts = [a for s in steps for a in s.get("attempts", [])]
+    found.abandoned = [
+        f"{s['run_id']}/{s['key']}#{a['number']} ({s['status']}, job {a['job_id']}, "
+        f"started {a['started_at']:%H:%M:%S.%f}, invoked by "
+        f"{[c.get('worker') for c in calls_of[s['run_id'], s['key'], a['number']]]}, "
+        f"attempts {[(x['number'], x['status']) for x in s['attempts']]})"
+        for s in steps
+        for a in s.get("attempts", [])
+        if a["status"] == "Running" and not a["completed_at"]
+    ]
     found.figures = {
         "runs": len(runs),
         "messages": len(load.sends),

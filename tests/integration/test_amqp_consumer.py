@@ -372,6 +372,52 @@ async def test_shutdown_lets_an_in_flight_delivery_finish_within_the_grace(
         assert (await worker.until_final(run_id)).status is RunStatus.SUCCEEDED
 
 
+@pytest.mark.parametrize("copy", ["another", "the same"])
+async def test_a_redelivered_copy_takes_a_live_claim_over_only_if_it_made_it(
+    rabbitmq_url, names, client, copy
+):
+    # A repair publishes a dispatch again under the same message id (the reconciler,
+    # a redelivery's recovery): that copy, redelivered (here: a graceful shutdown
+    # gave it back), must not start the step again while its first copy runs it.
+    entered, release = asyncio.Event(), asyncio.Event()
+    flow, handlers = gated_flow(entered, release)
+    async with running_worker(rabbitmq_url, names, [flow], handlers) as worker:
+        run_id = str(uuid4())
+        await client.publish(
+            "trigger.gated", {"flow": "gated", "run_id": run_id}, kind="trigger"
+        )
+        async with asyncio.timeout(DEADLINE):
+            await entered.wait()
+        [row] = (
+            await worker.stores.steps.steps(RunId(run_id), [StepKey("gate")])
+        ).values()
+        dispatch_id = worker.stores.steps.dispatch_id(RunId(run_id), StepKey("gate"))
+        entered.clear()
+
+        await client.publish(
+            f"step.{flow.id}",
+            {"flow_id": flow.id, "run_id": run_id, "step_key": "gate", "attempt": 1},
+            kind="run_step",
+            message_id=row.job_id,
+            headers={
+                "x-dispatch-id": "another" if copy == "another" else dispatch_id,
+                "x-delivery-count": 1,
+            },
+        )
+        if copy == "another":
+            await until(lambda: worker.tally.outcomes["run_step", Outcome.ACKED] == 1)
+            assert not entered.is_set()
+        else:
+            async with asyncio.timeout(DEADLINE):
+                await entered.wait()  # taken over: its first delivery is gone
+        release.set()
+        run = await worker.until_final(run_id)
+
+    [row] = (await worker.stores.steps.steps(RunId(run_id), [StepKey("gate")])).values()
+    assert run.status is RunStatus.SUCCEEDED
+    assert row.attempt == (1 if copy == "another" else 2)
+
+
 async def test_triggers_take_at_most_a_quarter_of_the_slots_and_the_rest_goes_on(
     worker, client, monkeypatch
 ):

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -38,6 +39,10 @@ DISPATCHED_AT: Final = "x-dispatched-at"
 """Header of a `run_step` message: when it was published, in milliseconds since the
 epoch (the AMQP `timestamp` property has whole seconds only); the consumer measures
 the queue wait from it."""
+DISPATCH_ID: Final = "x-dispatch-id"
+"""Header of a `run_step` message: this copy's own id. A repair may publish a dispatch
+again under the same message id; a redelivery takes over a live claim only if it is
+the copy that made it (`StepStore.claim`)."""
 
 
 async def open_publishing_channel(connection: AbstractConnection) -> AbstractChannel:
@@ -175,7 +180,10 @@ class AmqpDispatcher:
                 raise result
 
     async def _publish(self, dispatch: Dispatch) -> None:
-        headers: dict[str, Any] = {DISPATCHED_AT: int(time.time() * 1000)}
+        headers: dict[str, Any] = {
+            DISPATCHED_AT: int(time.time() * 1000),
+            DISPATCH_ID: uuid.uuid4().hex,
+        }
         routing_key = step_routing_key(dispatch.flow_id)
         span = (
             contextlib.nullcontext()

@@ -25,6 +25,7 @@ from contracts.messages import (
     TriggerMessage,
     TriggerScheduleNowMessage,
 )
+from service.adapters.amqp.dispatcher import DISPATCH_ID
 from service.adapters.amqp.headers import IDEMPOTENCY_HEADERS, idempotency_key, texts
 from service.adapters.amqp.letters import body_id
 from service.engine import headers as trigger_headers
@@ -147,6 +148,7 @@ async def call(orchestrator: Orchestrator, body: Inbound, at: Delivery) -> Reply
                 StepKey(body.step_key),
                 job_id=at.job_id,
                 redelivered=at.redelivered,
+                dispatch_id=at.headers.get(DISPATCH_ID, ""),
                 let_go=at.let_go,
             )
             await orchestrator.run_step(request)

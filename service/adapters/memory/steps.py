@@ -42,6 +42,8 @@ class InMemoryStepStore:
         self._rows: dict[RunId, _Scopes] = {}
         self._live: dict[tuple[RunId, StepKey], StepRecord] = {}
         self._rechecks: dict[tuple[RunId, StepKey], datetime] = {}
+        self._dispatches: dict[tuple[RunId, StepKey], str] = {}
+        """The dispatch id of each claim (the copy of the message that made it)."""
         self.items: dict[RunId, dict[StepKey, list[Json]]] = {}
         """ForEach items by run and loop (`InMemoryLoopStore` keeps them here)."""
 
@@ -64,6 +66,7 @@ class InMemoryStepStore:
         now: datetime,
         lease: timedelta,
         take_over: bool = False,
+        dispatch_id: str = "",
         new: NewStep | None = None,
     ) -> Claim:
         row = self.row(run_id, key)
@@ -71,9 +74,15 @@ class InMemoryStepStore:
             if new is None:
                 return Claim(None, won=False)
             row = _fresh(run_id, new, now)
-        own = take_over and row.status is StepStatus.RUNNING and row.job_id == job_id
+        own = (
+            take_over
+            and row.status is StepStatus.RUNNING
+            and row.job_id == job_id
+            and self._dispatches.get((run_id, key), "") == dispatch_id
+        )
         if row.stop is not None or not (own or _claimable(row, now)):
             return Claim(row, won=False)
+        self._dispatches[run_id, key] = dispatch_id
         number = row.attempt + 1
         attempts = (*row.attempts, Attempt(number, job_id, started_at=now))
         claimed = replace(
@@ -86,6 +95,10 @@ class InMemoryStepStore:
             started_at=now,
         )
         return Claim(self.put(claimed), won=True)
+
+    def dispatch_id(self, run_id: RunId, key: StepKey) -> str:
+        """The dispatch id of the step's latest claim ("" without one)."""
+        return self._dispatches.get((run_id, key), "")
 
     async def extend_lease(
         self, run_id: RunId, key: StepKey, *, job_id: JobId, until: datetime

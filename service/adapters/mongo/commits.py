@@ -58,6 +58,7 @@ class ClaimWrite:
     now: datetime
     lease: timedelta
     take_over: bool
+    dispatch_id: str
     new: NewStep | None
 
     @property
@@ -70,13 +71,20 @@ class ClaimWrite:
             {"status": _RUNNING, "lease_until": {"$lte": self.now}},
         ]
         if self.take_over:
-            # A redelivery of the message that holds the claim: its lease is ours.
-            claimable.append({"status": _RUNNING, "job_id": self.job_id})
+            # A redelivery of the copy of the message that holds the claim: its lease
+            # is ours. (Null matches a row claimed without a dispatch id.)
+            claimable.append(
+                {
+                    "status": _RUNNING,
+                    "job_id": self.job_id,
+                    "dispatch_id": self.dispatch_id or None,
+                }
+            )
         return {"_id": self.row_id, "stop": None, "$or": claimable}
 
     def update(self) -> list[Document]:
         fields = claimed_fields(
-            self.run_id, self.job_id, self.now, self.lease, self.new
+            self.run_id, self.job_id, self.dispatch_id, self.now, self.lease, self.new
         )
         return [{"$set": fields}]
 

@@ -1,14 +1,15 @@
 """`MongoStepStore`: step rows on MongoDB: the ledger, claims, results, sweeps.
 
 Documents: `steps {_id: "<run>/<key>", run_id, key, scope, type, status, dispatched_at,
-inputs, attempt, job_id, lease_until, resolved_inputs, output, error, trace,
-started_at, completed_at, attempts: [latest 50 {number, job_id, started_at, status,
-completed_at, error}], released?, recheck_at?, stop, loop?}` (JSON values are JSON
-text; see `codec.py`). The unique `_id` is the ledger: an insert is refused for a row
-that exists. Every transition is one guarded single-document write:
+inputs, attempt, job_id, dispatch_id, lease_until, resolved_inputs, output, error,
+trace, started_at, completed_at, attempts: [latest 50 {number, job_id, started_at,
+status, completed_at, error}], released?, recheck_at?, stop, loop?}` (JSON values are
+JSON text; see `codec.py`). The unique `_id` is the ledger: an insert is refused for a
+row that exists. Every transition is one guarded single-document write:
 
 - claim: `find_one_and_update` where status is Queued, or Running with `lease_until <=
-  now` (or, on a redelivery taking over, Running and owned by the same job), and `stop`
+  now` (or, on a redelivery taking over, Running and claimed by the same job through the
+  same copy of its message, `dispatch_id`), and `stop`
   is null; an update pipeline increments `attempt` and appends the attempt entry
   numbered from it, keeping the latest 50. A top-level step released by a result has no
   row yet: its claim upserts it (a row that exists and is not claimable makes the upsert
@@ -101,9 +102,10 @@ class MongoStepStore:
         now: datetime,
         lease: timedelta,
         take_over: bool = False,
+        dispatch_id: str = "",
         new: NewStep | None = None,
     ) -> Claim:
-        write = ClaimWrite(run_id, key, job_id, now, lease, take_over, new)
+        write = ClaimWrite(run_id, key, job_id, now, lease, take_over, dispatch_id, new)
         return await self._commits.claims.submit(write)
 
     async def extend_lease(

@@ -22,7 +22,12 @@ _RUNNING = str(StepStatus.RUNNING)
 
 
 def claimed_fields(
-    run_id: RunId, job_id: JobId, now: datetime, lease: timedelta, new: NewStep | None
+    run_id: RunId,
+    job_id: JobId,
+    dispatch_id: str,
+    now: datetime,
+    lease: timedelta,
+    new: NewStep | None,
 ) -> Document:
     """The claim's `$set` stage; with `new`, also the fields of a row it creates."""
     number = {"$add": [{"$ifNull": ["$attempt", 0]}, 1]}
@@ -31,6 +36,7 @@ def claimed_fields(
         "status": _RUNNING,
         "attempt": number,
         "job_id": {"$literal": job_id},
+        "dispatch_id": {"$literal": dispatch_id or None},
         "lease_until": now + lease,
         "started_at": now,
         "attempts": {
