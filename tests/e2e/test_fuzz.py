@@ -676,12 +676,14 @@ class Expected:
     good: int = 0
     runs: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
+    dead_seqs: set[str] = field(default_factory=set)
 
     def add(self, messages: list[Fuzzed], pools: set[str]) -> None:
         for m in messages:
             if m.fate == "dead":
                 assert m.reason is not None
                 self.dead += 1
+                self.dead_seqs.add(str(m.seq))
                 self.by_reason[m.reason] += 1
             elif m.fate == "refused":
                 self.refused += 1
@@ -735,7 +737,37 @@ async def _settled(deployment: Deployment, worker: Worker, want: Expected) -> No
         )
     except AssertionError as exc:
         wanted = {"dead": want.dead, "terminal": want.runs, "refused": want.refused}
-        raise AssertionError(f"{exc}: seen {seen}, wanted {wanted}") from None
+        unexpected = [
+            (
+                _seq(letter),
+                letter.headers.get("x-dead-letter-reason"),
+                letter.headers.get("x-dead-letter-detail"),
+            )
+            for letter in await _dead_letters(deployment)
+            if _seq(letter) not in want.dead_seqs
+        ]
+        running = [
+            (
+                run["_id"],
+                run["flow_name"],
+                [
+                    (s["key"], s["status"])
+                    for s in await deployment.db.steps.find(
+                        {"run_id": run["_id"]}
+                    ).to_list(None)
+                ],
+            )
+            for run in await deployment.db.runs.find({"status": "Running"}).to_list(20)
+        ]
+        raise AssertionError(
+            f"{exc}: seen {seen}, wanted {wanted}; letters of good messages: "
+            f"{unexpected[:10]}; runs still Running: {running[:10]}"
+        ) from None
+
+
+def _seq(letter: Any) -> str | None:
+    seq = letter.headers.get("x-fuzz-seq")
+    return None if seq is None else str(int(seq))
 
 
 async def _dead_letters(deployment: Deployment) -> list[Any]:
