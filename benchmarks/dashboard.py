@@ -107,7 +107,6 @@ async def store(db: Any, runs: int, steps: int) -> tuple[Flow, str, list[Flow]]:
             if status is RunStatus.RUNNING
             else started + timedelta(seconds=2),
             idempotency_key=f"order-{n}",
-            started=True,
         )
         batch.append(run_document(record))
         if len(batch) == BATCH:
@@ -128,7 +127,6 @@ async def store(db: Any, runs: int, steps: int) -> tuple[Flow, str, list[Flow]]:
                 started_at=started,
                 status=RunStatus.SUCCEEDED,
                 completed_at=started + timedelta(seconds=60),
-                started=True,
             )
         )
     )
