@@ -30,7 +30,12 @@ from service.adapters.mongo.codec import (
     timer_record,
     waiter_record,
 )
-from service.adapters.mongo.lineage import children, queue_place
+from service.adapters.mongo.lineage import (
+    BY_SOURCE,
+    children,
+    from_source,
+    queue_place,
+)
 from service.adapters.mongo.outage import translates_outages
 from service.engine.model import RunId, RunStatus
 from service.engine.records import Event, RunRecord, StepRecord, Timer, Waiter
@@ -152,7 +157,8 @@ class RunBrowser:
 
     async def derived(self, run_id: str) -> list[RunRecord]:
         """Runs started as reruns of `run_id`, newest first (the first 20)."""
-        cursor = self._runs.find({"source_run_id": run_id}).sort(NEWEST)
+        query = {"source_run_id": from_source(run_id)}
+        cursor = self._runs.find(query).sort(NEWEST).hint(BY_SOURCE)
         return [run_record(doc) async for doc in cursor.limit(DERIVED_SHOWN)]
 
     async def children(self, run_id: str) -> list[RunRecord]:

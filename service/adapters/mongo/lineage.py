@@ -17,9 +17,27 @@ CHILDREN_SHOWN: Final = 20
 """Child runs read for one run (oldest first): a loop of child steps may start more."""
 
 
+BY_SOURCE: Final = "by_source"
+BY_PARENT: Final = "by_parent"
+"""The partial indexes of lineage (`indexes.py`), named where a read must use them:
+with a handful of matches, the planner may as well pick `runs_newest` and scan it."""
+
+
+def from_source(run_id: str) -> Document:
+    """The filter on `source_run_id` for the runs re-run from `run_id`.
+
+    Spelt with $type, so that the partial index `by_source` (string sources only)
+    answers it: MongoDB uses a partial index only for a query that implies its filter.
+    """
+    return {"$type": "string", "$eq": run_id}
+
+
 async def children(db: AsyncDatabase[Document], run_id: str) -> list[RunRecord]:
     """The runs `run_id`'s ChildFlow steps started, oldest first (the first 20)."""
-    cursor = db[RUNS].find({"parent.run_id": run_id}).sort("started_at", ASCENDING)
+    # `parent` named, so that the partial index `by_parent` (child runs only) answers
+    # it: MongoDB uses a partial index only for a query that implies its filter.
+    query = {"parent": {"$exists": True}, "parent.run_id": run_id}
+    cursor = db[RUNS].find(query).sort("started_at", ASCENDING).hint(BY_PARENT)
     return [run_record(doc) async for doc in cursor.limit(CHILDREN_SHOWN)]
 
 

@@ -26,7 +26,12 @@ from service.adapters.mongo.codec import (
     step_record,
     waiter_record,
 )
-from service.adapters.mongo.lineage import children, queue_place
+from service.adapters.mongo.lineage import (
+    BY_SOURCE,
+    children,
+    from_source,
+    queue_place,
+)
 from service.adapters.mongo.outage import translates_outages
 from service.engine.manifest import from_manifest
 from service.engine.model import Flow, RunId, RunStatus
@@ -91,7 +96,7 @@ class RunQueries:
             flow=flow, status=status, since=since, until=until, text=text
         )
         if source is not None:
-            query["source_run_id"] = _from_source(source)
+            query["source_run_id"] = from_source(source)
         total = await self._runs.count_documents(query)
         if limit <= 0:  # pymongo reads limit 0 as "no limit"
             return [], total
@@ -120,7 +125,7 @@ class RunQueries:
         run = run_record(found)
         rows = [step_record(doc) async for doc in steps]
         stored = [event_record(doc) async for doc in events]
-        derived = _from_source(run_id)
+        derived = from_source(run_id)
         return RunDetail(
             run=run,
             steps=rows,
@@ -136,9 +141,12 @@ class RunQueries:
                 run_record(doc)
                 async for doc in self._runs.find({"source_run_id": derived})
                 .sort("started_at", DESCENDING)
+                .hint(BY_SOURCE)
                 .limit(DERIVED_SHOWN)
             ],
-            derived_total=await self._runs.count_documents({"source_run_id": derived}),
+            derived_total=await self._runs.count_documents(
+                {"source_run_id": derived}, hint=BY_SOURCE
+            ),
             children=await children(self._db, run_id),
             place=await queue_place(self._db, run),
         )
@@ -161,12 +169,6 @@ class RunQueries:
         counts = dict.fromkeys((str(status) for status in RunStatus), 0)
         counts |= {doc["_id"]: doc["runs"] async for doc in cursor}
         return counts
-
-
-def _from_source(run_id: RunId) -> Document:
-    # Spelt with $type so that the partial index `by_source` (string sources only)
-    # answers it.
-    return {"$type": "string", "$eq": run_id}
 
 
 def _run_query(
