@@ -1,8 +1,9 @@
 """The Celery side of `celery_compare`: an app on the same RabbitMQ, two tasks.
 
 Configured from the environment by `celery_compare` (CELERY_BENCH_*): the queue name,
-quorum or classic, publisher confirms and late acks. No result backend: the last task
-of a chain writes the time it ran to a file, which the driver polls.
+quorum or classic, publisher confirms and late acks, and a MongoDB result backend or
+none. Either way the last task of a chain writes the time it ran to a file, which the
+driver polls.
 """
 
 import os
@@ -23,6 +24,16 @@ app.conf.update(
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
 )
+if backend := os.environ.get("CELERY_BENCH_BACKEND"):
+    # Every task's result stored in MongoDB (a database of its own), as a team that
+    # wants each step's outcome kept would run it.
+    app.conf.update(
+        task_ignore_result=False,
+        result_backend=backend,
+        mongodb_backend_settings={
+            "database": os.environ.get("CELERY_BENCH_DATABASE", "bench_celery")
+        },
+    )
 if DURABLE:
     # As close to the orchestrator's guarantees as Celery gets: a quorum queue,
     # publisher confirms, and the ack after the task ran (not on receipt).

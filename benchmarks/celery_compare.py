@@ -1,19 +1,22 @@
 """Celery (the peer a Python team would pick) against our worker: a 1,000-step chain.
 
     uv pip install celery        # temporarily; not a project dependency
-    .venv/bin/python -m benchmarks.celery_compare [--repeat 2] [--modes durable,default]
+    .venv/bin/python -m benchmarks.celery_compare [--repeat 2] \\
+        [--modes mongodb,durable,default]
 
 Same RabbitMQ, one worker process each, one chain at a time; end-to-end time.
 
 - Celery: `chain(noop.si() x 1000, done.si(path))` sent with `apply_async()`; the
   worker is `celery -A benchmarks.celery_app worker --pool solo --concurrency 1`
   (no child process between the broker and the task: Celery's fastest pool for a
-  chain, which runs one task at a time anyway). No result backend: the `done` task
-  writes time.time() to a file the driver polls; time = that - the time before
-  `apply_async()`. Celery persists nothing per task (no backend).
+  chain, which runs one task at a time anyway). The `done` task writes
+  time.time() to a file the driver polls; time = that - the time before
+  `apply_async()`. Without a backend Celery persists nothing per task.
   Modes: `durable` = quorum queue, publisher confirms, `task_acks_late` (as close to
-  our guarantees as Celery gets); `default` = Celery's defaults (classic queue, no
-  confirms, ack on receipt).
+  our guarantees as Celery gets); `mongodb` = durable, and every task's result stored
+  by Celery's MongoDB result backend in the same mongod (what "each step persisted"
+  costs Celery); `default` = Celery's defaults (classic queue, no confirms, ack on
+  receipt).
 - Ours: one `bench-linear1000` run (1,000 no-op steps, each claimed, recorded and
   continued in MongoDB with w:majority, each next step published with a confirm):
   `runs.completed_at` - publish time.
@@ -35,6 +38,7 @@ from typing import Any
 from uuid import uuid4
 
 import aio_pika
+from pymongo import AsyncMongoClient
 
 from benchmarks.common import (
     REPO,
@@ -111,8 +115,11 @@ async def celery(srv: Servers, repeat: int, mode: str) -> list[dict[str, Any]]:
     env.update(
         AMQP_URL=srv.amqp_url,
         CELERY_BENCH_QUEUE=queue,
-        CELERY_BENCH_DURABLE="1" if mode == "durable" else "0",
+        CELERY_BENCH_DURABLE="0" if mode == "default" else "1",
     )
+    if mode == "mongodb":  # durable, and each task's result stored in MongoDB
+        env["CELERY_BENCH_BACKEND"] = srv.mongodb_url
+        env["CELERY_BENCH_DATABASE"] = f"bench_celery_{uuid4().hex[:8]}"
     logs = Path(tempfile.mkdtemp(prefix="bench-celery-"))
     cmd = [
         str(Path(sys.executable).with_name("celery")),
@@ -187,6 +194,10 @@ async def celery(srv: Servers, repeat: int, mode: str) -> list[dict[str, Any]]:
             worker.kill()
             worker.wait()
         await _delete(srv.amqp_url, queue)
+        if database := env.get("CELERY_BENCH_DATABASE"):
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(srv.mongodb_url)
+            await client.drop_database(database)
+            await client.close()
     return results
 
 
@@ -199,7 +210,7 @@ def _version() -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--modes", default="durable,default")
+    parser.add_argument("--modes", default="mongodb,durable,default")
     parser.add_argument("--no-reference", action="store_true")
     a = parser.parse_args()
     modes = [m for m in a.modes.split(",") if m]
