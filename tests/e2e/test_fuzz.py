@@ -287,16 +287,33 @@ def good_trigger(draw: st.DrawFn, keying: Keying = "unique") -> Fuzzed:
         )
     )
     raw = _json(message)[:-1] + b', "body": ' + raw_body + b"}"
-    return Fuzzed(
-        "good",
-        f"trigger.{draw(st.sampled_from(['hello', 'x', 'branches.#']))}",
-        raw,
-        "trigger",
-        _message_id(draw),
-        draw(amqp_headers()),
-        "run",
-        flow=flow,
-        pool=None if pool is None else f"{flow}/{pool}",
+    return _sized(
+        Fuzzed(
+            "good",
+            f"trigger.{draw(st.sampled_from(['hello', 'x', 'branches.#']))}",
+            raw,
+            "trigger",
+            _message_id(draw),
+            draw(amqp_headers()),
+            "run",
+            flow=flow,
+            pool=None if pool is None else f"{flow}/{pool}",
+        )
+    )
+
+
+def _sized(fuzzed: Fuzzed) -> Fuzzed:
+    """A good message over MAX_BYTES (a deep body of long strings, now and then) is
+    dead-lettered as oversize: the size is checked before anything else."""
+    if len(fuzzed.body) <= MAX_BYTES:
+        return fuzzed
+    return replace(
+        fuzzed,
+        category="oversize",
+        fate="dead",
+        reason="oversize",
+        flow=None,
+        pool=None,
     )
 
 
@@ -496,6 +513,8 @@ def oversize(draw: st.DrawFn) -> Fuzzed:
 @st.composite
 def no_message_id(draw: st.DrawFn) -> Fuzzed:
     good = draw(good_trigger("none"))
+    if good.fate == "dead":
+        return good  # oversize: the size is checked first
     return replace(
         good,
         category="no_message_id",
