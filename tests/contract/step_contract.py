@@ -11,7 +11,7 @@ import pytest
 
 from service.adapters.clock import FrozenClock
 from service.engine.model import JobId, RunId, StepKey, StepStatus
-from service.engine.records import PREREQUISITES_UNMET, NewStep, Outcome
+from service.engine.records import PREREQUISITES_UNMET, Claim, NewStep, Outcome
 from service.engine.records import StepRecord as Row
 from service.ports.stores import Stores
 from tests.contract.builders import a_run, a_run_id, a_step
@@ -189,29 +189,22 @@ class StepRowContract:
         self, stores: Stores, clock: FrozenClock
     ):
         run_id = await a_run_with(stores, clock)
-        first = await stores.steps.claim(
-            run_id, FETCH, job_id=JOB, now=clock.now(), lease=LEASE, dispatch_id="c1"
-        )
 
+        async def claim(copy: str, *, redelivered: bool) -> Claim:
+            return await stores.steps.claim(
+                run_id,
+                FETCH,
+                job_id=JOB,
+                now=clock.now(),
+                lease=LEASE,
+                take_over=redelivered,
+                dispatch_id=copy,
+            )
+
+        first = await claim("c1", redelivered=False)
         # A repair published the dispatch again: same job id, another copy.
-        other_copy = await stores.steps.claim(
-            run_id,
-            FETCH,
-            job_id=JOB,
-            now=clock.now(),
-            lease=LEASE,
-            take_over=True,
-            dispatch_id="c2",
-        )
-        same_copy = await stores.steps.claim(
-            run_id,
-            FETCH,
-            job_id=JOB,
-            now=clock.now(),
-            lease=LEASE,
-            take_over=True,
-            dispatch_id="c1",
-        )
+        other_copy = await claim("c2", redelivered=True)
+        same_copy = await claim("c1", redelivered=True)
 
         assert first.won
         assert (other_copy.step, other_copy.won) == (first.step, False)
