@@ -221,7 +221,7 @@ async def main() -> None:
         if not a.no_reference:
             ref = reference(srv, chains=1, runs=1)
             emit({**ref, "bench": "celery_compare", "who": "reference"})
-    our_s = median(r["total_s"] for r in mine)
+    our_s = round(median(r["total_s"] for r in mine), 2)
     summary: dict[str, Any] = {
         "bench": "celery_compare",
         "who": "summary",
@@ -235,7 +235,7 @@ async def main() -> None:
         "goal": "celery_s / ours_s >= 2",
     }
     for mode, rows in theirs.items():
-        celery_s = median(r["total_s"] for r in rows)
+        celery_s = round(median(r["total_s"] for r in rows), 2)
         summary[f"celery_{mode}_total_s"] = celery_s
         summary[f"speedup_vs_celery_{mode}"] = (
             round(celery_s / our_s, 2) if celery_s and our_s else None
