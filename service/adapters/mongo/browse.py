@@ -30,12 +30,8 @@ from service.adapters.mongo.codec import (
     timer_record,
     waiter_record,
 )
-from service.adapters.mongo.lineage import (
-    BY_SOURCE,
-    children,
-    from_source,
-    queue_place,
-)
+from service.adapters.mongo.indexes import BY_SOURCE
+from service.adapters.mongo.lineage import children, from_source, queue_place
 from service.adapters.mongo.outage import translates_outages
 from service.engine.model import RunId, RunStatus
 from service.engine.records import Event, RunRecord, StepRecord, Timer, Waiter

@@ -26,6 +26,11 @@ from service.adapters.mongo.codec import (
 )
 from service.engine.model import StepStatus
 
+BY_SOURCE: Final = "by_source"
+BY_PARENT: Final = "by_parent"
+"""The partial indexes of lineage, which its reads name (`lineage.py`): with a
+handful of matches, the planner may as well pick `runs_newest` and scan it."""
+
 INDEXES: Final[dict[str, list[IndexModel]]] = {
     RUNS: [
         # One run per idempotency key: the key is registered by the run's own insert.
@@ -76,13 +81,13 @@ INDEXES: Final[dict[str, list[IndexModel]]] = {
         # Lineage: the runs re-run from one run, newest first (few runs have one).
         IndexModel(
             [("source_run_id", ASCENDING), ("started_at", DESCENDING)],
-            name="by_source",
+            name=BY_SOURCE,
             partialFilterExpression={"source_run_id": {"$type": "string"}},
         ),
         # Lineage: the children of a run (only child runs have a parent).
         IndexModel(
             [("parent.run_id", ASCENDING), ("started_at", ASCENDING)],
-            name="by_parent",
+            name=BY_PARENT,
             partialFilterExpression={"parent": {"$exists": True}},
         ),
     ],

@@ -10,17 +10,12 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.adapters.mongo.codec import RUNS, SLOTS, Document, row_id, run_record
+from service.adapters.mongo.indexes import BY_PARENT
 from service.engine.model import RunStatus
 from service.engine.records import RunRecord
 
 CHILDREN_SHOWN: Final = 20
 """Child runs read for one run (oldest first): a loop of child steps may start more."""
-
-
-BY_SOURCE: Final = "by_source"
-BY_PARENT: Final = "by_parent"
-"""The partial indexes of lineage (`indexes.py`), named where a read must use them:
-with a handful of matches, the planner may as well pick `runs_newest` and scan it."""
 
 
 def from_source(run_id: str) -> Document:

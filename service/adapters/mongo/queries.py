@@ -26,12 +26,8 @@ from service.adapters.mongo.codec import (
     step_record,
     waiter_record,
 )
-from service.adapters.mongo.lineage import (
-    BY_SOURCE,
-    children,
-    from_source,
-    queue_place,
-)
+from service.adapters.mongo.indexes import BY_SOURCE
+from service.adapters.mongo.lineage import children, from_source, queue_place
 from service.adapters.mongo.outage import translates_outages
 from service.engine.manifest import from_manifest
 from service.engine.model import Flow, RunId, RunStatus
