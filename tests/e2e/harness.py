@@ -330,6 +330,16 @@ class Deployment:
         )
         return message_id
 
+    async def cancel(self, run_id: str, reason: str) -> None:
+        """Publish a `cancel_run` as raw JSON, as an operator's tool would."""
+        body = {"run_id": run_id, "reason": reason}
+        await self.publish(
+            "control.cancel_run",
+            json.dumps(body).encode(),
+            kind="cancel_run",
+            message_id=str(uuid4()),
+        )
+
     async def trigger_many(self, flow: str, count: int) -> list[str]:
         """`count` triggers on one channel with confirms; their message ids."""
         channel = await (await self.connection()).channel()

@@ -291,13 +291,7 @@ async def test_cancelling_a_parent_cancels_the_child_it_waits_for(
         return kids if kids and steps else []
 
     [child] = await eventually(waiting_child, within=30, what="the child waits")
-    cancel = {"run_id": run["_id"], "reason": "not needed"}
-    await deployment.publish(
-        "control.cancel_run",
-        json.dumps(cancel).encode(),
-        kind="cancel_run",
-        message_id=str(uuid4()),
-    )
+    await deployment.cancel(run["_id"], "not needed")
     [done] = await deployment.finished([job], within=60)
 
     stopped = await deployment.db.runs.find_one({"_id": child["_id"]})

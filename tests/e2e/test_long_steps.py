@@ -10,11 +10,9 @@ channel opens under the lowered timeout.
 """
 
 import contextlib
-import json
 import shutil
 import subprocess
 from collections.abc import Iterator
-from uuid import uuid4
 
 from tests.e2e.harness import Deployment, Worker, eventually
 
@@ -121,13 +119,7 @@ async def test_a_run_cancelled_while_its_last_step_runs_ends_cancelled(
     await worker.ready()
     job = await deployment.trigger("slow", {"seconds": 3})
     run = await _running(deployment, job)
-    cancel = {"run_id": run["_id"], "reason": "not needed"}
-    await deployment.publish(
-        "control.cancel_run",
-        json.dumps(cancel).encode(),
-        kind="cancel_run",
-        message_id=str(uuid4()),
-    )
+    await deployment.cancel(str(run["_id"]), "not needed")
     [done] = await deployment.finished([job], within=30)
 
     assert done["status"] == "Cancelled", deployment.report()
