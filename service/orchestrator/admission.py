@@ -18,7 +18,7 @@ from service.engine.concurrency import Slots, Ticket
 from service.engine.decision import AdmitRun, decided
 from service.engine.model import Flow, FlowId, RunId, RunStatus
 from service.engine.records import RunRecord
-from service.engine.rounds import Round, RunContext
+from service.engine.rounds import Round
 from service.engine.validation import MAX_CONCURRENCY_LIMIT
 from service.orchestrator.runtime import Driving, Runtime
 
@@ -95,7 +95,7 @@ async def _start(rt: Runtime, flow: Flow, ticket: Ticket) -> list[Driving]:
     if run is None or run.status is not RunStatus.QUEUED or run.cancel_requested:
         return []
     now = rt.clock.now()
-    ctx = RunContext(flow, run.facts, now, run.stop_status, rt.options.limits)
+    ctx = rt.context(flow, run.facts, run.stop_status, now=now)
     mark = AdmitRun(
         ticket.number, ticket.admitted or 0, now + rt.options.reconcile_after
     )

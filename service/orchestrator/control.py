@@ -145,14 +145,7 @@ def _run_timeout(request: TriggerRequest, flow: Flow, rt: Runtime) -> timedelta 
 
 
 def _context(rt: Runtime, flow: Flow, run: RunRecord) -> RunContext:
-    return RunContext(
-        flow,
-        run.facts,
-        rt.clock.now(),
-        run.stop_status,
-        rt.options.limits,
-        trace=rt.tracer.current(),
-    )
+    return rt.context(flow, run.facts, run.stop_status)
 
 
 async def _run_and_flow(

@@ -88,12 +88,4 @@ def _context(rt: Runtime, run: RunRecord) -> RunContext | None:
     flow = rt.catalog.get(run.flow_id)
     if flow is None:
         return None
-    return RunContext(
-        flow,
-        run.facts,
-        rt.clock.now(),
-        run.stop_status,
-        rt.options.limits,
-        trace=rt.tracer.current(),
-        flows=rt.catalog.find,
-    )
+    return rt.context(flow, run.facts, run.stop_status)

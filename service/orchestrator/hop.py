@@ -54,9 +54,7 @@ async def run_step(rt: Runtime, request: StepRequest) -> None:
     claim, reads = await _claim(rt, flow, manifest, request)
     if claim.step is None:
         raise UnknownReferenceError("step", f"{request.run_id}/{request.step_key}")
-    ctx = RunContext(
-        flow, facts, rt.clock.now(), limits=rt.options.limits, flows=rt.catalog.find
-    )
+    ctx = rt.context(flow, facts)
     if not claim.won:
         if request.redelivered or claim.step.stop is not None:
             await drive(rt, ctx, continuation.recover(ctx, claim.step))

@@ -115,9 +115,7 @@ async def _restart(rt: Runtime, run: RunRecord) -> bool:
     flow = rt.catalog.get(run.flow_id)
     if flow is None:
         return False
-    ctx = RunContext(
-        flow, run.facts, rt.clock.now(), run.stop_status, rt.options.limits
-    )
+    ctx = rt.context(flow, run.facts, run.stop_status)
     if run.status.is_final:
         ended = continuation.ended(ctx)
         if ended.decision.is_empty:
@@ -164,4 +162,4 @@ async def _context(rt: Runtime, run_id: RunId) -> RunContext | None:
     flow = rt.catalog.get(facts.flow_id)
     if flow is None:
         return None
-    return RunContext(flow, facts, rt.clock.now(), limits=rt.options.limits)
+    return rt.context(flow, facts)

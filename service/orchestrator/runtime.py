@@ -5,10 +5,11 @@ Also the request and answer types the runtime adapters pass in and get back.
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
-from service.engine.model import Flow, FlowId, JobId, Json, RunId, StepKey
+from service.engine.model import Flow, FlowId, JobId, Json, RunId, RunStatus, StepKey
+from service.engine.records import RunFacts
 from service.engine.rounds import Limits, Round, RunContext
 from service.orchestrator.run_cache import RunCache
 from service.ports.clock import Clock
@@ -112,6 +113,29 @@ class Runtime:
     tracer: Tracer = field(default_factory=NoTracer)
     runs: RunCache = field(default_factory=RunCache)
     """This worker's memory of the runs it met."""
+
+    def context(
+        self,
+        flow: Flow,
+        run: RunFacts,
+        stop: RunStatus | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> RunContext:
+        """What a decision about `run` starts from.
+
+        `now` (the clock's by default), this worker's limits and flows, the trace
+        context of what decides, and the run's stop if known.
+        """
+        return RunContext(
+            flow,
+            run,
+            now or self.clock.now(),
+            stop,
+            self.options.limits,
+            trace=self.tracer.current(),
+            flows=self.catalog.find,
+        )
 
 
 @dataclass(frozen=True, slots=True)

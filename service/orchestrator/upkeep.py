@@ -21,7 +21,7 @@ from service.engine.records import (
     TimerKind,
     schedule_job_id,
 )
-from service.engine.rounds import Round, RunContext
+from service.engine.rounds import Round
 from service.orchestrator import control
 from service.orchestrator.driver import drive
 from service.orchestrator.runtime import ControlResult, Runtime, TriggerRequest
@@ -54,14 +54,7 @@ async def _fire_timer(rt: Runtime, timer: Timer, run: RunRecord | None) -> None:
         decision = continuation.woken(timer, row, now)
     else:
         decision = continuation.published(timer, row)
-    ctx = RunContext(
-        flow,
-        run.facts,
-        now,
-        run.stop_status,
-        rt.options.limits,
-        trace=rt.tracer.current(),
-    )
+    ctx = rt.context(flow, run.facts, run.stop_status, now=now)
     await drive(rt, ctx, Round(decision))
     if not _postponed(decision, timer):
         await rt.stores.timers.delete(timer.id)
